@@ -1,0 +1,90 @@
+"""The values that cross between the server and a model service inside a worker.
+
+These are plain frozen dataclasses so that the worker's IPC layer can encode them without
+pickle, and so that the handler package can be driven in-process by tests. The server never
+imports handler code; it only builds ``PredictRequest`` values and reads ``PredictResponse``
+values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+Header = tuple[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class InputParameter:
+    """One named input of a request: a form field, or the whole body named ``body``.
+
+    ``content_type`` is the MIME type without parameters, or ``None`` when unknown.
+    """
+
+    name: str
+    value: bytes
+    content_type: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PredictRequest:
+    """One client request inside a batch.
+
+    ``headers`` are the HTTP headers (names lower-cased) plus the server-added ``explain``
+    and ``url_path`` entries.
+    """
+
+    request_id: str
+    headers: tuple[Header, ...] = ()
+    parameters: tuple[InputParameter, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class PredictResponse:
+    """The answer to one request: a status, optional content type and headers, and a body.
+
+    ``final`` is ``False`` for an intermediate (streamed) chunk; the last chunk of a request,
+    or its only response, has ``final=True``.
+    """
+
+    request_id: str
+    status: int = 200
+    reason: str = ""
+    content_type: str | None = None
+    headers: tuple[Header, ...] = ()
+    body: bytes = b""
+    final: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class MetricRecord:
+    """A metric a handler emitted through ``context.metrics``."""
+
+    name: str
+    value: float
+    unit: str
+    metric_type: str = "counter"
+    dimensions: tuple[Header, ...] = ()
+    request_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LoadSpec:
+    """Everything a worker needs to load one model version.
+
+    ``handler`` is the manifest's handler (or the registration override): a built-in name,
+    ``module``, ``module:function`` or ``file.py[:function]`` relative to ``model_dir``.
+    ``gpu_id`` is ``None`` for CPU.
+    """
+
+    model_name: str
+    model_version: str
+    model_dir: str
+    handler: str
+    batch_size: int = 1
+    gpu_id: int | None = None
+    manifest: dict[str, Any] = field(default_factory=dict)
+    model_yaml_config: dict[str, Any] = field(default_factory=dict)
+    limit_max_image_pixels: bool = True
+    decode_input_request: bool = True
+    service_envelope: str | None = None

@@ -1,0 +1,159 @@
+"""Typed errors of the server and the one table that maps them to HTTP and gRPC status.
+
+Every layer raises one of these; the REST and gRPC adapters look the type up in
+``ERROR_TABLE`` (never the message text) to answer. ``type_name`` is the value of the
+``type`` field in TorchServe's error JSON, kept so that clients matching on it still work.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorStatus:
+    """How one error type is answered: HTTP status, TorchServe ``type`` and gRPC code name."""
+
+    http_status: int
+    type_name: str
+    grpc_code: str
+
+
+class TorchwickError(Exception):
+    """Base of every error the server answers with a status. ``message`` is client-facing."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    @property
+    def status(self) -> ErrorStatus:
+        """The answer for this error, from the first matching class in its MRO."""
+        for cls in type(self).__mro__:
+            found = ERROR_TABLE.get(cls)
+            if found is not None:
+                return found
+        return ERROR_TABLE[TorchwickError]
+
+
+class BadRequest(TorchwickError):
+    """Malformed input: a bad parameter, body or archive option."""
+
+
+class InvalidToken(TorchwickError):
+    """Missing, wrong or expired bearer token (401: our one deliberate difference)."""
+
+
+class ForbiddenOperation(TorchwickError):
+    """A valid request that is not permitted in the current state (403)."""
+
+
+class ResourceNotFound(TorchwickError):
+    """No such route."""
+
+
+class ModelNotFound(TorchwickError):
+    """No model of that name is registered, or the archive does not exist."""
+
+
+class ModelVersionNotFound(TorchwickError):
+    """The model exists but not in that version."""
+
+
+class MethodNotAllowed(TorchwickError):
+    """The route exists but not for this method, or the model API is disabled."""
+
+
+class RequestTimeout(TorchwickError):
+    """A management operation did not finish in time (for example unregister)."""
+
+
+class Conflict(TorchwickError):
+    """The model name and version are already registered."""
+
+
+class PayloadTooLarge(TorchwickError):
+    """The request body is larger than ``max_request_size``."""
+
+
+class ServiceUnavailable(TorchwickError):
+    """No worker can take the request, or the model's job queue is full."""
+
+
+class InternalError(TorchwickError):
+    """An unexpected server-side failure."""
+
+
+class WorkerDied(InternalError):
+    """The worker process running the request exited or stopped answering."""
+
+
+class ModelLoadFailed(InternalError):
+    """Workers for a model could not be started or could not load the model."""
+
+
+class ResponseTimeout(TorchwickError):
+    """The worker did not answer within the model's ``response_timeout`` (504)."""
+
+
+class OutOfResources(TorchwickError):
+    """Memory (host or device) ran out while serving the request (507)."""
+
+
+class InvalidArchive(BadRequest):
+    """The archive cannot be read or breaks a safety rule."""
+
+
+class DownloadFailed(BadRequest):
+    """The archive URL could not be fetched."""
+
+
+ERROR_TABLE: dict[type[TorchwickError], ErrorStatus] = {
+    TorchwickError: ErrorStatus(500, "InternalServerException", "INTERNAL"),
+    BadRequest: ErrorStatus(400, "BadRequestException", "INVALID_ARGUMENT"),
+    InvalidArchive: ErrorStatus(400, "InvalidModelException", "INVALID_ARGUMENT"),
+    DownloadFailed: ErrorStatus(400, "DownloadArchiveException", "INVALID_ARGUMENT"),
+    InvalidToken: ErrorStatus(401, "InvalidKeyException", "UNAUTHENTICATED"),
+    ForbiddenOperation: ErrorStatus(403, "InvalidModelVersionException", "PERMISSION_DENIED"),
+    ResourceNotFound: ErrorStatus(404, "ResourceNotFoundException", "NOT_FOUND"),
+    ModelNotFound: ErrorStatus(404, "ModelNotFoundException", "NOT_FOUND"),
+    ModelVersionNotFound: ErrorStatus(404, "ModelVersionNotFoundException", "NOT_FOUND"),
+    MethodNotAllowed: ErrorStatus(405, "MethodNotAllowedException", "PERMISSION_DENIED"),
+    RequestTimeout: ErrorStatus(408, "RequestTimeoutException", "DEADLINE_EXCEEDED"),
+    Conflict: ErrorStatus(409, "ConflictStatusException", "ALREADY_EXISTS"),
+    PayloadTooLarge: ErrorStatus(413, "PayloadTooLargeException", "RESOURCE_EXHAUSTED"),
+    InternalError: ErrorStatus(500, "InternalServerException", "INTERNAL"),
+    WorkerDied: ErrorStatus(500, "InternalServerException", "INTERNAL"),
+    ModelLoadFailed: ErrorStatus(500, "InternalServerException", "INTERNAL"),
+    ServiceUnavailable: ErrorStatus(503, "ServiceUnavailableException", "UNAVAILABLE"),
+    ResponseTimeout: ErrorStatus(504, "ResponseTimeoutException", "DEADLINE_EXCEEDED"),
+    OutOfResources: ErrorStatus(507, "OutOfResourcesException", "RESOURCE_EXHAUSTED"),
+}
+
+
+#: gRPC code name for an HTTP status a handler chose (TorchServe's mapping).
+HTTP_TO_GRPC: dict[int, str] = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    409: "ABORTED",
+    413: "RESOURCE_EXHAUSTED",
+    416: "OUT_OF_RANGE",
+    429: "RESOURCE_EXHAUSTED",
+    499: "CANCELLED",
+    501: "UNIMPLEMENTED",
+    503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
+}
+
+
+def grpc_code_for_http(status: int) -> str:
+    """gRPC code name for an HTTP status: the table, else by class (4xx, 5xx, 2xx)."""
+    if status in HTTP_TO_GRPC:
+        return HTTP_TO_GRPC[status]
+    if 200 <= status < 300:
+        return "OK"
+    if 400 <= status < 500:
+        return "FAILED_PRECONDITION"
+    return "INTERNAL"

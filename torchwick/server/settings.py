@@ -1,0 +1,71 @@
+"""The server's one frozen configuration object.
+
+``Settings`` holds every value the server reads. It is built once, in the composition root,
+by ``torchwick.server.config.load_settings`` from (lowest to highest precedence):
+built-in defaults (TorchServe's) < ``config.properties`` < ``TS_*`` environment variables
+(only when ``enable_envvars_config=true``) < ``TORCHWICK_*`` environment variables < CLI flags.
+Nothing else reads ``os.environ`` or files for configuration.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+DEFAULT_ALLOWED_URLS: tuple[str, ...] = ("file://.*", "http(s)?://.*")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Resolved configuration. Field names follow TorchServe's config.properties keys."""
+
+    inference_address: str = "http://127.0.0.1:8080"
+    management_address: str = "http://127.0.0.1:8081"
+    metrics_address: str = "http://127.0.0.1:8082"
+    enable_metrics_api: bool = True
+    metrics_mode: str = "prometheus"
+    model_store: Path | None = None
+    #: Entries of ``load_models``/``--models``: ``all``, ``file.mar`` or ``name=file.mar``.
+    load_models: tuple[str, ...] = ()
+    #: The ``models=`` JSON: {name: {version: {minWorkers, maxWorkers, batchSize, ...}}}.
+    models: Mapping[str, Mapping[str, Mapping[str, Any]]] = field(default_factory=dict)
+    #: 0 means "not set": startup models then get one worker per GPU, else per core.
+    default_workers_per_model: int = 0
+    #: ``None`` means all visible GPUs.
+    number_of_gpu: int | None = None
+    job_queue_size: int = 100
+    default_response_timeout: int = 120
+    default_startup_timeout: int = 120
+    unregister_model_timeout: int = 120
+    max_request_size: int = 6553500
+    max_response_size: int = 6553500
+    enable_model_api: bool = False
+    disable_token_authorization: bool = False
+    token_expiration_min: float = 60.0
+    #: Where key_file.json is written (the server's working directory by default).
+    key_file: Path = Path("key_file.json")
+    allowed_urls: tuple[str, ...] = DEFAULT_ALLOWED_URLS
+    install_py_dep_per_model: bool = False
+    default_service_handler: str | None = None
+    decode_input_request: bool = True
+    limit_max_image_pixels: bool = True
+    service_envelope: str | None = None
+    cors_allowed_origin: str | None = None
+    cors_allowed_methods: str | None = None
+    cors_allowed_headers: str | None = None
+    #: TLS: PEM private key and certificate; when both are set the HTTP listeners use HTTPS.
+    private_key_file: Path | None = None
+    certificate_file: Path | None = None
+    #: torch threads per worker; 0 means cores / total workers.
+    worker_threads: int = 0
+    #: Seconds between worker heartbeats; a worker silent for 3 intervals is replaced.
+    worker_heartbeat_s: float = 5.0
+    log_location: Path = Path("logs")
+    log_config: Path | None = None
+    #: ``False`` with ``--ncs``: no config snapshots are written or restored.
+    snapshots_enabled: bool = True
+    foreground: bool = False
+    #: Keys seen in config.properties that torchwick does not know (warned about once).
+    unknown_keys: tuple[str, ...] = ()
