@@ -1,0 +1,394 @@
+"""``BaseHandler``: TorchServe's handler contract, and the ``base_handler`` default handler.
+
+Life cycle: the service builds the class without arguments, calls ``initialize(context)``
+once, then ``handle(data, context)`` per batch. ``handle`` runs ``preprocess`` ->
+``inference`` -> ``postprocess`` (or ``explain_handle`` when header ``explain`` is ``True``,
+or ``describe_handle`` when header ``describe`` is ``True``) and emits ``HandlerTime``.
+
+Per-request validation: ``map_requests(data, fn)`` applies ``fn`` to each request; a request
+for which ``fn`` raises ``PredictionException`` (``InvalidInput`` for bad input) is left out
+of the forward pass and answered with that error, while the others carry on. Requests whose
+tensors differ in shape are run as separate forwards (``ShapeGroups``); when some shapes run
+and others fail, the failing requests get 400 naming their shape.
+
+As a default handler (``handler: base_handler``) each request is one sample: a JSON (nested)
+list of numbers in ``data``/``body``; the answer is that sample's model output as a list.
+``handler: {input_shape: [..]}`` (sample shape without the batch dimension, ``null`` for a
+free dimension) and ``handler: {input_dtype: "float32"|"int64"|...}`` tighten validation;
+ONNX graphs supply both themselves.
+
+Failure mode: ``initialize`` raises ``RuntimeError`` for models it cannot load; errors in
+``handle`` propagate to the service, which maps them to statuses.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import torch
+
+from .context import Context
+from .errors import InvalidInput, PredictionException, is_out_of_memory, last_traceback_line
+from .explain import integrated_gradients
+from .labels import MAPPING_FILE, load_label_mapping
+from .runtimes import (
+    LoadedModel,
+    handler_config,
+    load_eager,
+    load_model,
+    load_torchscript,
+    manifest_model_files,
+    select_device,
+)
+
+logger = logging.getLogger("torchwick.model")
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class ShapeGroups:
+    """Accepted requests split by tensor shape: ``(positions, stacked_tensor)`` per shape.
+
+    ``positions`` index the accepted requests (in order); ``total`` is how many there are.
+    """
+
+    groups: list[tuple[list[int], torch.Tensor]]
+    total: int
+
+
+def _dtype(name: Any) -> torch.dtype | None:
+    if name is None:
+        return None
+    found = getattr(torch, str(name), None)
+    if not isinstance(found, torch.dtype):
+        raise RuntimeError(f"handler.input_dtype {name!r} is not a torch dtype name")
+    return found
+
+
+class BaseHandler:
+    """TorchServe-compatible base class for handlers (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self.model: Any = None
+        self.mapping: dict[str, str] | None = None
+        self.device: torch.device | None = None
+        self.initialized = False
+        self.context: Context | None = None
+        self.manifest: dict[str, Any] | None = None
+        self.map_location: str | None = None
+        self.model_pt_path: str | None = None
+        self.model_yaml_config: dict[str, Any] = {}
+        self.handler_config: dict[str, Any] = {}
+        self.explain = False
+        self.target = 0
+        self.loaded: LoadedModel | None = None
+        self.sample_shape: tuple[int | None, ...] | None = None
+        self.input_dtype: torch.dtype | None = None
+        self._rejected: dict[int, PredictionException] = {}
+        self._accepted: list[int] = []
+
+    # Loading -----------------------------------------------------------------------------
+
+    def initialize(self, context: Context) -> None:
+        """Pick the device, load the model (eager/TorchScript/ONNX) and the label mapping."""
+        self.context = context
+        properties = context.system_properties
+        self.manifest = context.manifest
+        self.model_yaml_config = context.model_yaml_config
+        self.handler_config = handler_config(self.model_yaml_config)
+        self.device = select_device(properties.get("gpu_id"))
+        self.map_location = self.device.type
+        model_dir = Path(properties["model_dir"])
+        _, serialized = manifest_model_files(self.manifest)
+        self.model_pt_path = str(model_dir / serialized) if serialized else None
+        self.loaded = load_model(model_dir, self.manifest, self.device, self.model_yaml_config)
+        self.model = self.loaded.model
+        shape = self.handler_config.get("input_shape")
+        self.sample_shape = (
+            tuple(None if d is None else int(d) for d in shape)
+            if isinstance(shape, list)
+            else self.loaded.sample_shape
+        )
+        self.input_dtype = _dtype(self.handler_config.get("input_dtype")) or (
+            self.loaded.input_dtype
+        )
+        self.mapping = load_label_mapping(model_dir / MAPPING_FILE)
+        self.initialized = True
+        logger.info("%s model loaded on %s", self.loaded.runtime, self.device)
+
+    def _load_pickled_model(self, model_dir: str, model_file: str, model_pt_path: str) -> Any:
+        """TorchServe-named helper: eager class from ``model_file`` + weights (weights only)."""
+        device = self.device or torch.device("cpu")
+        return load_eager(Path(model_dir), model_file, Path(model_pt_path).name, device)
+
+    def _load_torchscript_model(self, model_pt_path: str) -> Any:
+        """TorchServe-named helper: ``torch.jit.load`` onto this handler's device."""
+        return load_torchscript(Path(model_pt_path), self.device or torch.device("cpu"))
+
+    # Per-request helpers -----------------------------------------------------------------
+
+    @staticmethod
+    def request_payload(row: Any) -> Any:
+        """A request's input: its ``data`` parameter, else ``body`` (``InvalidInput`` if none)."""
+        if not isinstance(row, dict):
+            return row
+        value = row.get("data")
+        if value is None:
+            value = row.get("body")
+        if value is None:
+            raise InvalidInput("the request has no input: send a body or a 'data' field")
+        if isinstance(value, (bytes, bytearray, str)) and len(value) == 0:
+            raise InvalidInput("the request body is empty")
+        return value
+
+    def map_requests(self, data: Sequence[Any], fn: Callable[[Any], T]) -> list[T]:
+        """``fn`` per request; requests it rejects (``PredictionException``) are left out."""
+        self._rejected = {}
+        self._accepted = []
+        results: list[T] = []
+        for idx, row in enumerate(data):
+            try:
+                value = fn(row)
+            except PredictionException as exc:
+                logger.info("request %d rejected: %s", idx, exc.message)
+                self._rejected[idx] = exc
+                continue
+            results.append(value)
+            self._accepted.append(idx)
+        return results
+
+    def check_sample_shape(self, tensor: torch.Tensor) -> torch.Tensor:
+        """``InvalidInput`` unless ``tensor`` matches ``sample_shape`` (when known)."""
+        expected = self.sample_shape
+        if expected is None:
+            return tensor
+        shape = tuple(tensor.shape)
+        fits = len(shape) == len(expected) and all(
+            e is None or e == s for e, s in zip(expected, shape, strict=True)
+        )
+        if not fits:
+            wanted = ["any" if e is None else e for e in expected]
+            raise InvalidInput(f"input has shape {list(shape)}, the model expects {wanted}")
+        return tensor
+
+    @staticmethod
+    def batch_tensors(tensors: Sequence[torch.Tensor]) -> torch.Tensor | ShapeGroups:
+        """One stacked batch, or ``ShapeGroups`` when the samples differ in shape."""
+        by_shape: dict[tuple[int, ...], list[int]] = {}
+        for pos, tensor in enumerate(tensors):
+            by_shape.setdefault(tuple(tensor.shape), []).append(pos)
+        if len(by_shape) <= 1:
+            return torch.stack(list(tensors)) if tensors else torch.empty(0)
+        groups = [(pos, torch.stack([tensors[p] for p in pos])) for pos in by_shape.values()]
+        return ShapeGroups(groups, len(tensors))
+
+    def tensor_from_request(self, row: Any) -> torch.Tensor:
+        """One sample from a JSON (nested) list of numbers."""
+        value = self.request_payload(row)
+        if isinstance(value, (bytes, bytearray)):
+            try:
+                value = json.loads(bytes(value).decode("utf-8"))
+            except (UnicodeDecodeError, ValueError):
+                raise InvalidInput(
+                    "the body is not JSON: expected a (nested) list of numbers"
+                ) from None
+        if isinstance(value, str):
+            raise InvalidInput("expected a (nested) list of numbers, got text")
+        try:
+            tensor = torch.tensor(value, dtype=self.input_dtype or torch.float32)
+        except (TypeError, ValueError, RuntimeError) as exc:
+            raise InvalidInput(
+                f"expected a (nested) list of numbers with a regular shape: {exc}"
+            ) from None
+        return self.check_sample_shape(tensor)
+
+    # The pipeline ------------------------------------------------------------------------
+
+    def preprocess(self, data: list[dict[str, Any]]) -> Any:
+        """Per-request tensors, validated, stacked (or grouped by shape)."""
+        return self.batch_tensors(self.map_requests(data, self.tensor_from_request))
+
+    def _model_input(self, value: Any) -> Any:
+        if isinstance(value, torch.Tensor):
+            value = value.to(self.device) if self.device is not None else value
+            if self.loaded is not None and self.loaded.half and value.is_floating_point():
+                value = value.half()
+            return value
+        if isinstance(value, (list, tuple)):
+            return type(value)(self._model_input(v) for v in value)
+        if isinstance(value, dict):
+            return {k: self._model_input(v) for k, v in value.items()}
+        return value
+
+    def _model_output(self, value: Any) -> Any:
+        if isinstance(value, torch.Tensor):
+            return value.float() if value.dtype == torch.float16 else value
+        if isinstance(value, (list, tuple)):
+            return type(value)(self._model_output(v) for v in value)
+        if isinstance(value, dict):
+            return {k: self._model_output(v) for k, v in value.items()}
+        return value
+
+    def _call_model(self, inputs: Any, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(inputs, tuple):
+            return self.model(*inputs, *args, **kwargs)
+        return self.model(inputs, *args, **kwargs)
+
+    def inference(self, data: Any, *args: Any, **kwargs: Any) -> Any:
+        """The forward pass under ``torch.inference_mode`` on the handler's device.
+
+        A tuple is passed as positional arguments. If a ``torch.compile``d model fails but the
+        uncompiled one succeeds on the same input, a warning is logged and the handler keeps
+        the uncompiled model.
+        """
+        with torch.inference_mode():
+            inputs = self._model_input(data)
+            try:
+                output = self._call_model(inputs, *args, **kwargs)
+            except Exception as exc:
+                eager = self.loaded.eager_model if self.loaded is not None else None
+                if eager is None or self.model is eager or is_out_of_memory(exc):
+                    raise
+                try:
+                    self.model, compiled = eager, self.model
+                    output = self._call_model(inputs, *args, **kwargs)
+                except Exception:
+                    self.model = compiled
+                    raise exc from None
+                logger.warning(
+                    "compiled model failed (%s); running uncompiled from now on",
+                    last_traceback_line(exc),
+                )
+        return self._model_output(output)
+
+    def postprocess(self, data: Any) -> list[Any]:
+        """Model output -> one JSON-able item per sample (``tolist()``)."""
+        if isinstance(data, torch.Tensor):
+            result: list[Any] = data.tolist()
+            return result
+        if isinstance(data, list):
+            return data
+        raise TypeError(f"cannot postprocess a model output of type {type(data).__name__}")
+
+    def _per_group(self, pre: Any, run: Callable[[Any, list[int]], list[Any]]) -> list[Any]:
+        if not isinstance(pre, ShapeGroups):
+            return run(pre, list(range(len(self._accepted))))
+        results: list[Any] = [None] * pre.total
+        failures: list[tuple[list[int], torch.Size, Exception]] = []
+        for positions, tensor in pre.groups:
+            try:
+                out = run(tensor, positions)
+            except PredictionException:
+                raise
+            except Exception as exc:
+                if is_out_of_memory(exc):
+                    raise
+                failures.append((positions, tensor.shape, exc))
+                continue
+            if len(out) != len(positions):
+                raise RuntimeError(f"{len(out)} results for a group of {len(positions)}")
+            for pos, item in zip(positions, out, strict=True):
+                results[pos] = item
+        if failures and len(failures) == len(pre.groups):
+            raise failures[0][2]
+        for positions, shape, failure in failures:
+            logger.info("inputs of shape %s failed: %s", list(shape[1:]), failure)
+            error = InvalidInput(
+                f"input of shape {list(shape[1:])} does not fit the model: "
+                f"{last_traceback_line(failure)}"
+            )
+            for pos in positions:
+                results[pos] = error
+        return results
+
+    def handle(self, data: list[dict[str, Any]] | None, context: Context) -> list[Any] | None:
+        """Run one batch; returns one item per request (exceptions mark rejected requests)."""
+        started = time.perf_counter()
+        self.context = context
+        if data is None:  # TorchServe's module-level init convention; nothing to run
+            return None
+        if self._is_describe():
+            return [self.describe_handle()]
+        self._rejected = {}
+        self._accepted = list(range(len(data)))
+        pre = self.preprocess(data)
+        if not self._accepted:
+            output: list[Any] = []
+        elif self._is_explain():
+            output = self.explain_handle(pre, data)
+        else:
+            output = self._per_group(pre, lambda x, _pos: self.postprocess(self.inference(x)))
+        output = self._merge(output, len(data))
+        context.metrics.add_time("HandlerTime", round((time.perf_counter() - started) * 1e3, 2))
+        return output
+
+    def _merge(self, output: Any, count: int) -> Any:
+        if not self._rejected:
+            return output
+        if not isinstance(output, list) or len(output) != len(self._accepted):
+            return output  # the service reports the count mismatch
+        merged: list[Any] = [None] * count
+        for idx, error in self._rejected.items():
+            merged[idx] = error
+        for idx, item in zip(self._accepted, output, strict=True):
+            merged[idx] = item
+        return merged
+
+    # Describe and explain ----------------------------------------------------------------
+
+    def _header_is_true(self, name: str) -> bool:
+        if self.context is None or not self.context.request_processor:
+            return False
+        value = self.context.get_request_header(0, name)
+        return str(value).lower() == "true"
+
+    def _is_describe(self) -> bool:
+        return self._header_is_true("describe")
+
+    def _is_explain(self) -> bool:
+        return self._header_is_true("explain")
+
+    def describe_handle(self) -> Any:
+        """Custom metadata for describe ``?customized=true``; ``None`` unless overridden."""
+        return None
+
+    def explain_handle(self, data_preprocess: Any, raw_data: list[dict[str, Any]]) -> list[Any]:
+        """Attributions per request (integrated gradients; target from field ``target``)."""
+        rows = [raw_data[i] for i in self._accepted]
+        targets = [self._target_of(row) for row in rows]
+
+        def run(tensor: Any, positions: list[int]) -> list[Any]:
+            result: list[Any] = self.get_insights(
+                tensor, [rows[p] for p in positions], [targets[p] for p in positions]
+            )
+            return result
+
+        return self._per_group(data_preprocess, run)
+
+    @staticmethod
+    def _target_of(row: Any) -> int:
+        value = row.get("target", 0) if isinstance(row, dict) else 0
+        if isinstance(value, (bytes, bytearray)):
+            value = bytes(value).decode("utf-8", "replace").strip() or 0
+        try:
+            return int(value or 0)
+        except (TypeError, ValueError):
+            raise PredictionException(
+                f"explanation target {value!r} is not an integer", 400
+            ) from None
+
+    def get_insights(self, tensor_data: Any, raw_data: Any, target: Any = 0) -> list[Any]:
+        """Integrated-gradient attributions for ``tensor_data`` (one nested list per sample)."""
+        if not isinstance(tensor_data, torch.Tensor):
+            raise PredictionException("this handler does not support explanations", 400)
+        inputs = self._model_input(tensor_data).detach()
+        targets = target if isinstance(target, list) else [int(target)] * inputs.shape[0]
+        attributions = integrated_gradients(self.model, inputs, targets)
+        result: list[Any] = attributions.float().cpu().tolist()
+        return result

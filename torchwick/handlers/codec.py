@@ -1,0 +1,89 @@
+"""Turning ``PredictRequest`` values into handler input, and handler output into bytes.
+
+Input (as TorchServe's Python backend): one dict per request, ``{parameter_name: value}``; a
+raw body is the parameter ``body``. With ``decode_input_request`` on, ``application/json``
+values are parsed, ``text/*`` values become ``str`` and everything else is a ``bytearray``.
+A value that claims to be JSON or text but is not stays a ``bytearray`` (and a debug line is
+logged): the handler then decides, and default handlers answer 400 naming the problem.
+
+Output: ``bytes``/``bytearray`` as is, ``str`` as UTF-8, ``torch.Tensor`` as ``torch.save``
+bytes, anything else as ``json.dumps(value, indent=2)``. A value that cannot be encoded raises
+``UnsupportedOutputError``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from typing import Any
+
+from .messages import PredictRequest
+
+logger = logging.getLogger("torchwick.model")
+
+
+class UnsupportedOutputError(TypeError):
+    """A handler returned a value that cannot be serialised for the response."""
+
+
+def decode_value(value: bytes, content_type: str | None, decode: bool) -> Any:
+    """One parameter's value as the handler sees it."""
+    raw = bytearray(value)
+    if not decode or content_type is None:
+        return raw
+    kind = content_type.lower()
+    if kind == "application/json":
+        try:
+            return json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            logger.debug("JSON parameter is not valid JSON; passing the raw bytes on")
+            return raw
+    if kind.startswith("text/"):
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            logger.debug("text parameter is not valid UTF-8; passing the raw bytes on")
+            return raw
+    return raw
+
+
+def decode_request(request: PredictRequest, decode: bool) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(input_row, request_headers)`` for one request.
+
+    The headers map holds the HTTP headers plus, per parameter, ``{name: {"content-type": t}}``
+    (TorchServe exposes parameter content types this way). Repeated parameter names: the
+    last one wins, as in TorchServe.
+    """
+    headers: dict[str, Any] = {name.lower(): value for name, value in request.headers}
+    row: dict[str, Any] = {}
+    for parameter in request.parameters:
+        row[parameter.name] = decode_value(parameter.value, parameter.content_type, decode)
+        headers[parameter.name] = {"content-type": parameter.content_type}
+    return row, headers
+
+
+def encode_output(value: Any) -> bytes:
+    """The response body for one handler result."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        buffer = io.BytesIO()
+        torch.save(value.detach().cpu(), buffer)
+        return buffer.getvalue()
+    try:
+        return json.dumps(value, indent=2).encode("utf-8")
+    except (TypeError, ValueError) as exc:
+        raise UnsupportedOutputError(
+            f"Unsupported model output data type: {type(value).__name__} ({exc})"
+        ) from exc
+
+
+def error_body(code: int, type_name: str, message: str) -> bytes:
+    """The ``{"code","type","message"}`` JSON error body, pretty-printed like the frontend's."""
+    text = json.dumps({"code": code, "type": type_name, "message": message}, indent=2)
+    return (text + "\n").encode("utf-8")
