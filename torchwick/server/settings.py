@@ -1,10 +1,21 @@
 """The server's one frozen configuration object.
 
 ``Settings`` holds every value the server reads. It is built once, in the composition root,
-by ``torchwick.server.config.load_settings`` from (lowest to highest precedence):
-built-in defaults (TorchServe's) < ``config.properties`` < ``TS_*`` environment variables
-(only when ``enable_envvars_config=true``) < ``TORCHWICK_*`` environment variables < CLI flags.
-Nothing else reads ``os.environ`` or files for configuration.
+by ``torchwick.server.config.load_settings``. This is the one statement of precedence (lowest
+to highest; ``docs/configuration.md`` repeats it for users):
+
+1. built-in defaults (the field defaults below; TorchServe's unless noted);
+2. the config file: env ``TS_CONFIG_FILE``, else ``--ts-config``, else ``./config.properties``
+   in the working directory, else none;
+3. ``TS_<KEY>`` environment variables, only when the file sets ``enable_envvars_config=true``
+   (``TS_ALLOWED_URLS`` additionally needs ``use_env_allowed_urls=true``);
+4. ``TORCHWICK_<KEY>`` environment variables, always honoured (``TORCHWICK_ALLOWED_URLS``
+   also needs ``use_env_allowed_urls=true``);
+5. CLI flags (``--model-store``, ``--models``, ``--log-config``, ``--ncs``; ``--enable-model-api``
+   and ``--disable-token-auth`` can only switch their setting on).
+
+Relative paths are resolved against the working directory the server starts in. Nothing else
+reads ``os.environ`` or files for configuration, and nothing does so at import time.
 """
 
 from __future__ import annotations
@@ -69,3 +80,26 @@ class Settings:
     foreground: bool = False
     #: Keys seen in config.properties that torchwick does not know (warned about once).
     unknown_keys: tuple[str, ...] = ()
+    # --- added by the config loader (issue 3) ---
+    #: The config file that was read, or None when only defaults, env and flags apply.
+    config_file: Path | None = None
+    #: gRPC listeners (host and port are separate keys in TorchServe).
+    grpc_inference_address: str = "127.0.0.1"
+    grpc_inference_port: int = 7070
+    grpc_management_address: str = "127.0.0.1"
+    grpc_management_port: int = 7071
+    enable_grpc_ssl: bool = False
+    #: gRPC connection age limits in ms; None means unlimited.
+    grpc_inference_max_connection_age_ms: int | None = None
+    grpc_inference_max_connection_age_grace_ms: int | None = None
+    grpc_management_max_connection_age_ms: int | None = None
+    grpc_management_max_connection_age_grace_ms: int | None = None
+    #: Metrics definitions yaml; None means torchwick's built-in default metrics.
+    metrics_config: Path | None = None
+    #: Where log-mode metric files go (env ``METRICS_LOCATION``).
+    metrics_location: Path = Path("logs")
+    disable_system_metrics: bool = False
+    #: Seconds between system metric samples.
+    metric_time_interval: int = 60
+    #: Regex of environment variable names hidden from worker processes ("" hides none).
+    blacklist_env_vars: str = ""

@@ -1,0 +1,235 @@
+"""The table of configuration keys: which ``Settings`` field each sets and how it is checked.
+
+Every converter takes ``(key, raw_text, cwd)`` and returns the typed value, or raises
+``ConfigError`` naming the key. Values are stripped of surrounding whitespace first (Java keeps
+trailing blanks; no setting is meant to have them). Relative paths resolve against ``cwd``.
+
+``IGNORED_KEYS`` are TorchServe keys that have no meaning in torchwick (the JVM, Netty, the C++
+backend, IPEX launchers, ...): they are accepted without a word. Any other key that is in
+neither table ends up in ``Settings.unknown_keys``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from .addresses import parse_address
+from .errors import ConfigError
+
+Converter = Callable[[str, str, Path], object]
+
+_TRUE = frozenset({"true", "yes", "on", "1"})
+_FALSE = frozenset({"false", "no", "off", "0"})
+
+
+@dataclass(frozen=True, slots=True)
+class KeySpec:
+    """How one key is read: the ``Settings`` field it sets and its converter."""
+
+    field: str
+    convert: Converter
+
+
+def to_bool(key: str, raw: str, cwd: Path) -> bool:
+    """``true/false`` (also ``yes/no``, ``on/off``, ``1/0``), case-insensitive."""
+    text = raw.strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ConfigError(f"{key}: expected true or false, got {raw.strip()!r}")
+
+
+def _parse_int(key: str, raw: str, minimum: int) -> int:
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise ConfigError(f"{key}: expected an integer, got {raw.strip()!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{key}: must be at least {minimum}, got {value}")
+    return value
+
+
+def _int(minimum: int) -> Converter:
+    def convert(key: str, raw: str, cwd: Path) -> int:
+        return _parse_int(key, raw, minimum)
+
+    return convert
+
+
+def _optional_int(minimum: int) -> Converter:
+    def convert(key: str, raw: str, cwd: Path) -> int | None:
+        return _parse_int(key, raw, minimum) if raw.strip() else None
+
+    return convert
+
+
+def _positive_float(key: str, raw: str, cwd: Path) -> float:
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        raise ConfigError(f"{key}: expected a number, got {raw.strip()!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise ConfigError(f"{key}: must be a positive finite number, got {raw.strip()!r}")
+    return value
+
+
+def _text(key: str, raw: str, cwd: Path) -> str:
+    return raw.strip()
+
+
+def _optional_text(key: str, raw: str, cwd: Path) -> str | None:
+    return raw.strip() or None
+
+
+def _choice(*allowed: str, optional: bool = False) -> Converter:
+    def convert(key: str, raw: str, cwd: Path) -> str | None:
+        text = raw.strip()
+        if optional and not text:
+            return None
+        if text.lower() not in allowed:
+            raise ConfigError(f"{key}: expected one of {', '.join(allowed)}, got {text!r}")
+        return text.lower()
+
+    return convert
+
+
+def to_path(key: str, raw: str, cwd: Path) -> Path | None:
+    """A path (``~`` expanded; relative to ``cwd``); empty text means unset."""
+    text = raw.strip()
+    return (cwd / Path(text).expanduser()) if text else None
+
+
+def _address(key: str, raw: str, cwd: Path) -> str:
+    parse_address(raw, key=key)
+    return raw.strip()
+
+
+def _host(key: str, raw: str, cwd: Path) -> str:
+    text = raw.strip()
+    if not text or re.search(r"[\s/]", text):
+        raise ConfigError(f"{key}: expected a host name or IP address, got {text!r}")
+    return text
+
+
+def split_list(raw: str) -> tuple[str, ...]:
+    """A comma-separated list, items stripped, empty items dropped."""
+    return tuple(item.strip() for item in raw.split(",") if item.strip())
+
+
+def _load_models(key: str, raw: str, cwd: Path) -> tuple[str, ...]:
+    return split_list(raw)
+
+
+def _allowed_urls(key: str, raw: str, cwd: Path) -> tuple[str, ...]:
+    patterns = split_list(raw)
+    if not patterns:
+        raise ConfigError(f"{key}: needs at least one regular expression")
+    for pattern in patterns:
+        try:
+            re.compile(pattern)
+        except re.error as error:
+            raise ConfigError(f"{key}: {pattern!r} is not a valid regex ({error})") from None
+    return patterns
+
+
+def _regex(key: str, raw: str, cwd: Path) -> str:
+    text = raw.strip()
+    try:
+        re.compile(text)
+    except re.error as error:
+        raise ConfigError(f"{key}: {text!r} is not a valid regex ({error})") from None
+    return text
+
+
+def _same(convert: Converter, *names: str) -> dict[str, KeySpec]:
+    return {name: KeySpec(name, convert) for name in names}
+
+
+#: Keys torchwick reads, by property name. ``models`` is handled by ``models_json``.
+KEYS: dict[str, KeySpec] = {
+    **_same(_address, "inference_address", "management_address", "metrics_address"),
+    **_same(_host, "grpc_inference_address", "grpc_management_address"),
+    **_same(_int(0), "grpc_inference_port", "grpc_management_port"),
+    **_same(
+        _optional_int(0),
+        "grpc_inference_max_connection_age_ms",
+        "grpc_inference_max_connection_age_grace_ms",
+        "grpc_management_max_connection_age_ms",
+        "grpc_management_max_connection_age_grace_ms",
+    ),
+    **_same(
+        to_bool,
+        "enable_grpc_ssl",
+        "enable_metrics_api",
+        "enable_model_api",
+        "disable_token_authorization",
+        "install_py_dep_per_model",
+        "decode_input_request",
+        "limit_max_image_pixels",
+        "disable_system_metrics",
+    ),
+    **_same(to_path, "model_store", "private_key_file", "certificate_file", "metrics_config"),
+    **_same(
+        _int(0),
+        "default_workers_per_model",
+        "default_response_timeout",
+        "default_startup_timeout",
+        "unregister_model_timeout",
+        "worker_threads",
+    ),
+    **_same(_int(1), "job_queue_size", "max_request_size", "max_response_size"),
+    **_same(_int(1), "metric_time_interval"),
+    **_same(_optional_int(0), "number_of_gpu"),
+    **_same(_positive_float, "token_expiration_min", "worker_heartbeat_s"),
+    **_same(_optional_text, "default_service_handler"),
+    **_same(_optional_text, "cors_allowed_origin", "cors_allowed_methods", "cors_allowed_headers"),
+    "metrics_mode": KeySpec("metrics_mode", _choice("log", "prometheus", "legacy")),
+    "service_envelope": KeySpec(
+        "service_envelope", _choice("body", "json", "kserve", "kservev2", optional=True)
+    ),
+    "load_models": KeySpec("load_models", _load_models),
+    "allowed_urls": KeySpec("allowed_urls", _allowed_urls),
+    "blacklist_env_vars": KeySpec("blacklist_env_vars", _regex),
+}
+
+#: Keys that steer loading itself; read from the file only.
+META_KEYS = frozenset({"enable_envvars_config", "use_env_allowed_urls", "models"})
+
+#: TorchServe keys accepted and ignored: they configure parts torchwick does not have.
+IGNORED_KEYS = frozenset(
+    {
+        "async_logging",
+        "cpp_log_config",
+        "cpu_launcher_args",
+        "cpu_launcher_enable",
+        "debug",
+        "initial_distribution_port",
+        "initial_worker_port",
+        "io_ratio",
+        "ipex_enable",
+        "ipex_gpu_enable",
+        "keystore",
+        "keystore_pass",
+        "keystore_type",
+        "model_metrics_auto_detect",
+        "model_server_home",
+        "model_snapshot",
+        "netty_client_threads",
+        "number_of_netty_threads",
+        "plugins_path",
+        "prefer_direct_buffer",
+        "system_metrics_cmd",
+        "ts_header_key_sequence_end",
+        "ts_header_key_sequence_id",
+        "ts_header_key_sequence_start",
+        "ts_open_inference_protocol",
+        "use_native_io",
+        "vmargs",
+        "workflow_store",
+        "tsConfigFile",
+    }
+)
