@@ -1,0 +1,148 @@
+"""Registration precedence: API > yaml > models= JSON > defaults, as TorchServe resolves it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from torchwick.archiver import ModelConfig
+from torchwick.server.errors import BadRequest
+from torchwick.server.registry import RegisterRequest, resolve_spec
+from torchwick.server.registry.startup import (
+    default_model_name,
+    parse_load_models,
+    startup_workers,
+)
+from torchwick.server.settings import Settings
+
+
+def spec(
+    request: RegisterRequest | None = None,
+    yaml: ModelConfig | None = None,
+    *,
+    has_config_file: bool = False,
+    settings: Settings | None = None,
+    startup: int | None = None,
+    runtime: str = "python",
+) -> Any:
+    return resolve_spec(
+        request=request or RegisterRequest("m.mar"),
+        name="m",
+        version="1.0",
+        mar_name="m.mar",
+        manifest_runtime=runtime,
+        handler="h.py",
+        yaml=yaml or ModelConfig(),
+        has_config_file=has_config_file or yaml is not None,
+        settings=settings or Settings(),
+        startup_workers=startup,
+    )
+
+
+def json_settings(**entry: Any) -> Settings:
+    return Settings(models={"m": {"1.0": entry}})
+
+
+def test_defaults() -> None:
+    s = spec()
+    assert (s.batch_size, s.max_batch_delay) == (1, 100)
+    assert (s.response_timeout, s.startup_timeout) == (120, 120)
+    assert (s.min_workers, s.max_workers) == (0, 0)
+    assert s.job_queue_size == 100
+    assert s.device_type == "auto"
+    assert not s.loaded_at_startup
+
+
+def test_batch_settings_api_then_yaml_then_json() -> None:
+    yaml = ModelConfig(batch_size=4, max_batch_delay=20)
+    settings = json_settings(batchSize=8, maxBatchDelay=50)
+    api = RegisterRequest("m.mar", batch_size=2, max_batch_delay=0)
+    assert (spec(api, yaml, settings=settings).batch_size, spec(api, yaml).max_batch_delay) == (
+        2,
+        0,
+    )
+    assert spec(None, yaml, settings=settings).batch_size == 4
+    assert spec(None, yaml, settings=settings).max_batch_delay == 20
+    assert spec(None, ModelConfig(), settings=settings).batch_size == 8
+    assert spec(None, ModelConfig(), settings=settings).max_batch_delay == 50
+    # Values <= 0 in the yaml or JSON are ignored; a negative API value means "not given".
+    assert spec(RegisterRequest("m.mar", batch_size=-1), ModelConfig(batch_size=0)).batch_size == 1
+
+
+def test_timeouts_yaml_wins_when_set_else_json_else_api() -> None:
+    api = RegisterRequest("m.mar", response_timeout=30, startup_timeout=40)
+    yaml = ModelConfig(response_timeout=300)
+    s = spec(api, yaml, settings=json_settings(startupTimeout=77))
+    assert (s.response_timeout, s.startup_timeout) == (300, 77)
+    s = spec(api)
+    assert (s.response_timeout, s.startup_timeout) == (30, 40)
+    s = spec(None, settings=Settings(default_response_timeout=5, default_startup_timeout=6))
+    assert (s.response_timeout, s.startup_timeout) == (5, 6)
+
+
+def test_non_positive_api_timeout_is_refused() -> None:
+    with pytest.raises(BadRequest, match="startup_timeout"):
+        spec(RegisterRequest("m.mar", startup_timeout=0))
+
+
+def test_workers_initial_then_default_then_yaml() -> None:
+    assert spec(RegisterRequest("m.mar", initial_workers=3)).min_workers == 3
+    assert spec(RegisterRequest("m.mar", initial_workers=-2)).min_workers == 0
+    assert spec(settings=Settings(default_workers_per_model=2)).max_workers == 2
+    yaml = ModelConfig(min_workers=2, max_workers=5)
+    s = spec(RegisterRequest("m.mar", initial_workers=1), yaml)
+    assert (s.min_workers, s.max_workers) == (2, 5)
+    # An incomplete yaml pair does not override.
+    assert (
+        spec(RegisterRequest("m.mar", initial_workers=1), ModelConfig(min_workers=2)).min_workers
+        == 1
+    )
+
+
+def test_startup_workers_and_json_overrides() -> None:
+    s = spec(startup=2)
+    assert (s.min_workers, s.max_workers, s.loaded_at_startup) == (2, 2, True)
+    s = spec(startup=2, settings=json_settings(minWorkers=3, maxWorkers=6))
+    assert (s.min_workers, s.max_workers) == (3, 6)
+    s = spec(startup=2, yaml=ModelConfig(min_workers=1, max_workers=1))
+    assert (s.min_workers, s.max_workers) == (1, 1)
+
+
+def test_yaml_queue_and_device_settings() -> None:
+    yaml = ModelConfig(job_queue_size=7, device_type="gpu", device_ids=(1,), parallel_level=2)
+    s = spec(None, yaml)
+    assert (s.job_queue_size, s.device_type, s.device_ids, s.parallel_level) == (7, "gpu", (1,), 2)
+
+
+def test_runtime_validation() -> None:
+    assert spec(RegisterRequest("m.mar", runtime="python3")).runtime == "python3"
+    with pytest.raises(BadRequest, match="Invalid RuntimeType value: java"):
+        spec(RegisterRequest("m.mar", runtime="java"))
+    with pytest.raises(BadRequest, match="not supported"):
+        spec(runtime="LSP")
+
+
+def test_default_model_names() -> None:
+    assert default_model_name("resnet-18.mar") == "resnet_18"
+    assert default_model_name("https://x/y/my.model.tar.gz") == "my_model"
+    assert default_model_name("dir/") == "dir"
+
+
+def test_parse_load_models() -> None:
+    models = parse_load_models(
+        ["all", "b=x.mar,c.mar", " ", "named=https://h/z.mar"], lambda: ["a.mar", "b.tgz"]
+    )
+    assert [(m.name, m.url) for m in models] == [
+        ("a", "a.mar"),
+        ("b", "b.tgz"),
+        ("c", "c.mar"),
+        ("named", "https://h/z.mar"),
+    ]
+
+
+def test_startup_worker_count() -> None:
+    assert startup_workers(3, 8, 64) == 3
+    assert startup_workers(0, 2, 64) == 2
+    assert startup_workers(0, 0, 64) == 4
+    assert startup_workers(0, 0, 1) == 1

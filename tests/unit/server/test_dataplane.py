@@ -1,0 +1,284 @@
+"""The data plane over real archives and a fake worker supervisor: status codes and texts."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from torchwick.handlers.messages import PredictRequest
+from torchwick.server.dataplane import DataPlane, RegisterRequest
+from torchwick.server.errors import (
+    BadRequest,
+    Conflict,
+    ForbiddenOperation,
+    ModelLoadFailed,
+    ModelNotFound,
+    ModelVersionNotFound,
+    RequestTimeout,
+    ServiceUnavailable,
+)
+from torchwick.server.model_store import ModelStore
+from torchwick.server.settings import Settings
+
+from .registry.archives import build_archive
+from .scheduling.fake_pool import FakePool, FakeSupervisor
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Env:
+    def __init__(self, tmp_path: Path, **settings: Any) -> None:
+        self.store = tmp_path / "store"
+        self.store.mkdir()
+        self.work = tmp_path / "work"
+        self.settings = Settings(model_store=self.store, **settings)
+        self.supervisor = FakeSupervisor()
+        self.clock = Clock()
+        self.plane = DataPlane(
+            self.settings,
+            self.supervisor,
+            clock=self.clock,
+            model_store=ModelStore(self.settings, work_root=self.work),
+            cpu_count=2,
+        )
+
+    def pool(self, key: str = "echo_1.0") -> FakePool:
+        return self.supervisor.pools[key]
+
+    def workdirs(self) -> list[Path]:
+        return sorted(self.work.iterdir()) if self.work.exists() else []
+
+
+@pytest.fixture
+async def env(tmp_path: Path) -> AsyncIterator[Env]:
+    environment = Env(tmp_path)
+    build_archive(environment.store)
+    yield environment
+    await environment.plane.close()
+
+
+async def test_register_with_zero_workers(env: Env) -> None:
+    result = await env.plane.register(RegisterRequest("echo.mar"))
+    assert result.status_code == 200
+    assert result.message == (
+        'Model "echo" Version: 1.0 registered with 0 initial workers. '
+        "Use scale workers API to add workers for the model."
+    )
+    described = env.plane.describe("echo", None)
+    assert described[0]["modelUrl"] == "echo.mar" and described[0]["state"] == "STOPPED"
+    with pytest.raises(ServiceUnavailable, match=r'^Model "echo" has no worker'):
+        await env.plane.infer("echo", None, PredictRequest("r"))
+    with pytest.raises(ServiceUnavailable, match=r'^Model "echo" Version 1\.0" has no worker'):
+        await env.plane.infer("echo", "1.0", PredictRequest("r"))
+
+
+async def test_register_synchronously_then_infer(env: Env) -> None:
+    result = await env.plane.register(RegisterRequest("echo.mar", initial_workers=2))
+    assert (result.status_code, result.message) == (
+        200,
+        'Model "echo" Version: 1.0 registered with 2 initial workers',
+    )
+    assert env.pool().scale_calls == [(2, True)]
+    response = await env.plane.infer("echo", None, PredictRequest("abc"))
+    assert response.body == b"abc"
+    assert env.plane.model_ready("echo") and env.plane.healthy()
+    config: Any = env.supervisor.configs["echo_1.0"]
+    assert config.load_spec.handler == "echo_handler.py"
+    assert config.load_spec.model_dir.startswith(str(env.work))
+
+
+async def test_register_short_of_workers_is_206(tmp_path: Path) -> None:
+    environment = Env(tmp_path)
+    build_archive(environment.store)
+    environment.supervisor.pool_options = {"max_startable": 1}
+    result = await environment.plane.register(RegisterRequest("echo.mar", initial_workers=3))
+    assert (result.status_code, result.message) == (206, "Workers scaling in progress...")
+    await environment.plane.close()
+
+
+async def test_register_asynchronously_is_202(env: Env) -> None:
+    result = await env.plane.register(
+        RegisterRequest("echo.mar", initial_workers=1, synchronous=False)
+    )
+    assert (result.status_code, result.message) == (202, "Processing worker updates...")
+    assert env.pool().scale_calls == [(1, False)]
+
+
+async def test_failed_worker_start_unregisters_and_cleans_up(tmp_path: Path) -> None:
+    environment = Env(tmp_path)
+    build_archive(environment.store)
+    environment.supervisor.pool_options = {"load_error": "No module named 'missing'"}
+    with pytest.raises(
+        ModelLoadFailed, match=r"^Failed to start workers for model echo version: 1\.0$"
+    ):
+        await environment.plane.register(RegisterRequest("echo.mar", initial_workers=1))
+    with pytest.raises(ModelNotFound):
+        environment.plane.describe("echo", None)
+    assert environment.pool().closed
+    assert environment.workdirs() == []
+    # The archive itself stays in the store: it was not downloaded by this registration.
+    assert (environment.store / "echo.mar").exists()
+    await environment.plane.close()
+
+
+async def test_conflict_leaves_no_extraction_behind(env: Env) -> None:
+    await env.plane.register(RegisterRequest("echo.mar"))
+    build_archive(env.store, file_name="again.mar")
+    with pytest.raises(Conflict, match=r"Model version 1\.0 is already registered for model echo"):
+        await env.plane.register(RegisterRequest("again.mar"))
+    assert len(env.workdirs()) == 1
+
+
+async def test_register_validation_errors(env: Env) -> None:
+    with pytest.raises(BadRequest, match="Parameter url is required"):
+        await env.plane.register(RegisterRequest(""))
+    with pytest.raises(BadRequest, match="Invalid RuntimeType value: cpp"):
+        await env.plane.register(RegisterRequest("echo.mar", runtime="cpp"))
+    with pytest.raises(BadRequest, match="Invalid model name"):
+        await env.plane.register(RegisterRequest("echo.mar", model_name="../evil"))
+    assert env.workdirs() == []
+
+
+async def test_versions_default_unregister_and_set_default(env: Env) -> None:
+    build_archive(env.store, version="2.0", file_name="echo-v2.mar")
+    await env.plane.register(RegisterRequest("echo.mar", initial_workers=1))
+    await env.plane.register(RegisterRequest("echo-v2.mar", initial_workers=1))
+    assert [d["modelVersion"] for d in env.plane.describe("echo", None, all_versions=True)] == [
+        "1.0",
+        "2.0",
+    ]
+    assert env.plane.list_models(100, 0) == {
+        "models": [{"modelName": "echo", "modelUrl": "echo.mar"}]
+    }
+    with pytest.raises(ForbiddenOperation, match="Cannot remove default version for model echo"):
+        await env.plane.unregister("echo", None)
+    result = env.plane.set_default("echo", "2.0")
+    assert result.message == 'Default version successfully updated for model "echo" to "2.0"'
+    assert (await env.plane.infer("echo", None, PredictRequest("x"))).body == b"x"
+    assert env.pool("echo_2.0").batches == [["x"]]
+    result = await env.plane.unregister("echo", "1.0")
+    assert (result.status_code, result.message) == (200, 'Model "echo" unregistered')
+    assert env.pool("echo_1.0").closed
+    with pytest.raises(ModelVersionNotFound):
+        env.plane.describe("echo", "1.0")
+    await env.plane.unregister("echo", None)
+    with pytest.raises(ModelNotFound, match=r"^Model not found: echo$"):
+        await env.plane.unregister("echo", None)
+    assert env.workdirs() == []
+
+
+async def test_downloaded_archive_is_removed_on_unregister(tmp_path: Path) -> None:
+    environment = Env(tmp_path)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    archive = build_archive(elsewhere)
+    await environment.plane.register(RegisterRequest(f"file://{archive}"))
+    assert (environment.store / "echo.mar").exists()
+    assert environment.plane.describe("echo", None)[0]["modelUrl"] == f"file://{archive}"
+    await environment.plane.unregister("echo", None)
+    assert not (environment.store / "echo.mar").exists()
+    assert archive.exists()
+    await environment.plane.close()
+
+
+async def test_scale(env: Env) -> None:
+    await env.plane.register(RegisterRequest("echo.mar"))
+    with pytest.raises(BadRequest, match=r"^max_worker cannot be less than min_worker\.$"):
+        await env.plane.scale("echo", None, 3, 2, True)
+    with pytest.raises(BadRequest, match="negative"):
+        await env.plane.scale("echo", None, -1, None, True)
+    result = await env.plane.scale("echo", None, 2, None, False)
+    assert (result.status_code, result.message) == (202, "Processing worker updates...")
+    result = await env.plane.scale("echo", None, 3, 5, True)
+    assert (result.status_code, result.message) == (200, "Workers scaled to 3 for model: echo")
+    result = await env.plane.scale("echo", "1.0", 1, None, True)
+    assert result.message == "Workers scaled to 1 for model: echo, version: 1.0"
+    described = env.plane.describe("echo", None)[0]
+    assert (described["minWorkers"], described["maxWorkers"]) == (1, 1)
+    env.pool().max_startable = 1
+    result = await env.plane.scale("echo", None, 2, None, True)
+    assert result.status_code == 206
+    with pytest.raises(ModelVersionNotFound):
+        await env.plane.scale("echo", "9.9", 1, None, True)
+
+
+async def test_scale_to_zero_fails_queued_requests(env: Env) -> None:
+    await env.plane.register(RegisterRequest("echo.mar", initial_workers=1))
+    gate = asyncio.Event()
+    env.pool().gate = gate
+    running = asyncio.create_task(env.plane.infer("echo", None, PredictRequest("a")))
+    await asyncio.sleep(0)
+    queued = asyncio.create_task(env.plane.infer("echo", None, PredictRequest("b")))
+    await asyncio.sleep(0)
+    await env.plane.scale("echo", None, 0, None, False)
+    with pytest.raises(ServiceUnavailable):
+        await queued
+    gate.set()
+    await running
+
+
+async def test_describe_customized(env: Env) -> None:
+    await env.plane.register(RegisterRequest("echo.mar"))
+    with pytest.raises(ServiceUnavailable, match="has no worker to serve describe request"):
+        await env.plane.describe_customized("echo", None)
+    await env.plane.scale("echo", None, 1, None, True)
+    described = await env.plane.describe_customized("echo", None)
+    assert described[0]["customizedMetadata"] == {"owner": "fake"}
+
+
+async def test_health(env: Env) -> None:
+    await env.plane.register(RegisterRequest("echo.mar", initial_workers=2, synchronous=False))
+    pool = env.pool()
+    pool.ready_count = 1  # one worker still starting
+    assert env.plane.healthy()
+    env.clock.now += 121  # short for longer than startupTimeout
+    assert not env.plane.healthy()
+    pool.ready_count = 2
+    assert env.plane.healthy()
+    pool.ready_count, pool.failed = 0, True
+    assert not env.plane.healthy()
+
+
+async def test_unregister_timeout_is_408(tmp_path: Path) -> None:
+    environment = Env(tmp_path, unregister_model_timeout=0)
+    build_archive(environment.store)
+    await environment.plane.register(RegisterRequest("echo.mar", initial_workers=1))
+    hang = asyncio.Event()
+
+    async def slow_close() -> None:
+        await hang.wait()
+
+    environment.pool().close = slow_close  # type: ignore[method-assign]
+    with pytest.raises(RequestTimeout, match="Timed out while cleaning resources: echo"):
+        await environment.plane.unregister("echo", None)
+    hang.set()
+    await environment.plane.close()
+
+
+async def test_load_startup_models(tmp_path: Path) -> None:
+    environment = Env(
+        tmp_path,
+        load_models=("all",),
+        models={"b": {"1.0": {"minWorkers": 1, "batchSize": 4}}},
+    )
+    build_archive(environment.store, "a")
+    build_archive(environment.store, "b", archive_format="tgz")
+    (environment.store / "broken.mar").write_bytes(b"junk")
+    await environment.plane.load_startup_models()
+    a, b = (environment.plane.describe(n, None)[0] for n in ("a", "b"))
+    assert (a["minWorkers"], a["loadedAtStartup"]) == (2, True)  # one per core (cpu_count=2)
+    assert (b["minWorkers"], b["batchSize"]) == (1, 4)
+    with pytest.raises(ModelNotFound):
+        environment.plane.describe("broken", None)
+    await environment.plane.close()
+    assert environment.workdirs() == []

@@ -1,0 +1,47 @@
+"""Registered models: versions, effective settings, routing, describe/list JSON, admission."""
+
+from .admission import DEFAULT_VERSION, PoolFactory, admit, pool_key
+from .describe import describe_entry, format_start_time, list_page, pool_state, snapshot_models
+from .precedence import check_runtime, resolve_spec
+from .registry import (
+    DefaultVersionRouter,
+    ModelRegistry,
+    ModelVersionEntry,
+    ModelVersions,
+    Router,
+)
+from .startup import (
+    StartupModel,
+    apply_default_versions,
+    default_model_name,
+    parse_load_models,
+    startup_workers,
+)
+from .types import ManagementResult, ModelSpec, RegisterRequest
+
+__all__ = [
+    "DEFAULT_VERSION",
+    "DefaultVersionRouter",
+    "ManagementResult",
+    "ModelRegistry",
+    "ModelSpec",
+    "ModelVersionEntry",
+    "ModelVersions",
+    "PoolFactory",
+    "RegisterRequest",
+    "Router",
+    "StartupModel",
+    "admit",
+    "apply_default_versions",
+    "check_runtime",
+    "default_model_name",
+    "describe_entry",
+    "format_start_time",
+    "list_page",
+    "parse_load_models",
+    "pool_key",
+    "pool_state",
+    "resolve_spec",
+    "snapshot_models",
+    "startup_workers",
+]
