@@ -142,8 +142,10 @@ class TinyDetector(nn.Module):
         feats = torch.flatten(self.features(x), 1)
         n = x.shape[0]
         rel = torch.sigmoid(self.box_head(feats)).view(n, self.candidates, 4)
-        w = float(x.shape[3])
-        h = float(x.shape[2])
+        # Sizes as tensors, so tracing/ONNX export keeps them dynamic instead of baking in
+        # the example input's size.
+        w = torch.ones_like(x[0, 0, 0, :]).sum()
+        h = torch.ones_like(x[0, 0, :, 0]).sum()
         x1 = torch.minimum(rel[..., 0], rel[..., 2]) * w
         x2 = torch.maximum(rel[..., 0], rel[..., 2]) * w
         y1 = torch.minimum(rel[..., 1], rel[..., 3]) * h

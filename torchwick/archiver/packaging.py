@@ -71,7 +71,7 @@ def archive_model(
     *,
     model_name: str,
     version: str,
-    handler: str,
+    handler: str | PathArg,
     serialized_file: PathArg | None = None,
     model_file: PathArg | None = None,
     extra_files: str | Sequence[PathArg] | None = None,
@@ -104,7 +104,7 @@ def archive_model(
     collector = _Collector(exclude=final)
     model_path = collector.add_file(model_file, "model file")
     serialized_path = collector.add_file(serialized_file, "serialized file")
-    handler_value = _add_handler(collector, handler, runtime)
+    handler_value = _add_handler(collector, str(handler), runtime)
     _add_extra_files(collector, extra_files)
     requirements_path = collector.add_file(requirements_file, "requirements file")
     config_path = collector.add_file(config_file, "config file")

@@ -15,7 +15,7 @@ from __future__ import annotations
 import traceback
 
 
-class PredictionException(Exception):  # noqa: N818 - TorchServe's public name
+class PredictionException(Exception):
     """A handler-chosen failure: ``error_code`` becomes the HTTP status, ``message`` the text.
 
     ``type_name`` is the ``type`` field of the JSON error body the client receives.

@@ -44,7 +44,10 @@ def decode_image(raw: bytes | bytearray) -> Image.Image:
             return opened.convert("RGB")
     except Image.DecompressionBombError as exc:
         raise InvalidInput(f"the image is too large to decode: {exc}") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+    except UnidentifiedImageError:
+        # PIL's own text names a BytesIO object and its address: useless to a client.
+        raise InvalidInput("the input is not a decodable image (unknown format)") from None
+    except (OSError, ValueError, SyntaxError) as exc:
         raise InvalidInput(f"the input is not a decodable image ({exc})") from None
 
 
