@@ -1,0 +1,230 @@
+"""Pool logic with in-test worker doubles: failure state, backoff, scaling, leasing.
+
+Real processes are exercised in ``tests/integration/workers``; here the worker is replaced so
+that restart pacing (injected sleep and clock) and bookkeeping can be checked in milliseconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from torchwick.handlers.messages import LoadSpec, PredictRequest, PredictResponse
+from torchwick.server.errors import ModelLoadFailed, ServiceUnavailable, WorkerDied
+from torchwick.server.settings import Settings
+from torchwick.server.workers import (
+    BackoffPolicy,
+    WorkerInfo,
+    WorkerPool,
+    WorkerPoolConfig,
+    WorkerStatus,
+    WorkerSupervisor,
+)
+from torchwick.server.workers.process import LoadFailedError
+
+
+class FakeWorker:
+    """Stands in for ``WorkerProcess``: scripted start outcome, echo predict."""
+
+    def __init__(self, worker_id: int, outcome: str) -> None:
+        self.worker_id = worker_id
+        self.outcome = outcome
+        self.status = WorkerStatus.LOADING
+        self.leased = False
+        self.retiring = False
+        self.exited: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self.gate: asyncio.Future[None] | None = None
+
+    @property
+    def usable(self) -> bool:
+        return self.status is WorkerStatus.READY and not self.exited.done() and not self.retiring
+
+    async def start(self, timeout: float) -> None:
+        await asyncio.sleep(0)
+        if self.outcome != "ok":
+            self.status = WorkerStatus.FAILED
+            self.exited.set_result(1)
+            raise LoadFailedError(500, self.outcome)
+        self.status = WorkerStatus.READY
+
+    async def predict(
+        self, batch: list[PredictRequest], *_: Any, **__: Any
+    ) -> list[PredictResponse]:
+        if self.gate is not None:
+            await self.gate
+        if self.exited.done():
+            raise WorkerDied("died")
+        return [PredictResponse(r.request_id, body=str(self.worker_id).encode()) for r in batch]
+
+    def kill(self, reason: str) -> None:
+        if not self.exited.done():
+            self.status = WorkerStatus.FAILED
+            self.exited.set_result(-9)
+
+    async def stop(self, grace_s: float) -> int:
+        self.status = WorkerStatus.UNLOADING
+        if not self.exited.done():
+            self.exited.set_result(0)
+        return await self.exited
+
+    def info(self, gpu_id: int | None) -> WorkerInfo:
+        return WorkerInfo(str(self.worker_id), 1, self.status, None, gpu_id, 0)  # type: ignore[arg-type]
+
+
+class FakeSupervisor(WorkerSupervisor):
+    def __init__(self, tmp_path: Path, outcomes: list[str], **kwargs: Any) -> None:
+        super().__init__(Settings(log_location=tmp_path), gpu_count=0, cpu_count=2, **kwargs)
+        self.outcomes = outcomes
+        self.workers: list[FakeWorker] = []
+
+    def new_worker(self, pool: WorkerPool, worker_id: int, spec: LoadSpec) -> Any:
+        worker = FakeWorker(worker_id, self.outcomes.pop(0) if self.outcomes else "ok")
+        self.workers.append(worker)
+        return worker
+
+
+class Sleeps:
+    """Injected sleep: records each delay and returns at once."""
+
+    def __init__(self) -> None:
+        self.delays: list[float] = []
+
+    async def __call__(self, delay: float) -> None:
+        self.delays.append(delay)
+        await asyncio.sleep(0)
+
+
+def _pool(supervisor: WorkerSupervisor, **config: Any) -> WorkerPool:
+    spec = LoadSpec("m", "1", "/m", "h.py")
+    return supervisor.create_pool("m_1", WorkerPoolConfig(load_spec=spec, **config))
+
+
+def _batch() -> list[PredictRequest]:
+    return [PredictRequest("r")]
+
+
+async def test_consecutive_load_failures_fail_the_pool(tmp_path: Path) -> None:
+    sleeps = Sleeps()
+    outcomes = [f"boom {i}" for i in range(1, 6)]
+    supervisor = FakeSupervisor(tmp_path, outcomes, sleep=sleeps)
+    pool = _pool(supervisor)
+    with pytest.raises(ModelLoadFailed, match="boom 5"):
+        await asyncio.wait_for(pool.scale(1, wait=True), 5)
+    assert pool.failed
+    assert pool.last_error == "boom 5"
+    assert sleeps.delays == pytest.approx([0.1, 0.2, 0.4, 0.8, 1.6])
+    assert len(supervisor.workers) == 5  # stopped retrying
+    assert [w.status for w in pool.describe()] == [WorkerStatus.FAILED]
+    with pytest.raises(ModelLoadFailed, match="boom 5"):
+        await pool.acquire()
+    # Scaling again re-arms the pool.
+    assert await asyncio.wait_for(pool.scale(1, wait=True), 5) == 1
+    assert not pool.failed
+    await supervisor.close()
+
+
+async def test_a_success_resets_the_failure_count(tmp_path: Path) -> None:
+    outcomes = ["bad", "bad", "bad", "bad", "ok"]
+    supervisor = FakeSupervisor(tmp_path, outcomes, sleep=Sleeps())
+    pool = _pool(supervisor, max_load_failures=5)
+    assert await asyncio.wait_for(pool.scale(1, wait=True), 5) == 1
+    assert not pool.failed
+    await supervisor.close()
+
+
+async def test_a_dead_worker_is_replaced_with_backoff(tmp_path: Path) -> None:
+    sleeps = Sleeps()
+    now = [0.0]
+    supervisor = FakeSupervisor(
+        tmp_path, [], sleep=sleeps, clock=lambda: now[0], backoff=BackoffPolicy(reset_after_s=60)
+    )
+    pool = _pool(supervisor)
+    await pool.scale(1, wait=True)
+    for expected in ([0.1], [0.1, 0.2]):
+        supervisor.workers[-1].kill("test")
+        await asyncio.wait_for(pool.scale(1, wait=True), 5)
+        assert sleeps.delays == pytest.approx(expected)
+    now[0] += 61  # served a minute: the next crash starts the sequence over
+    supervisor.workers[-1].kill("test")
+    await asyncio.wait_for(pool.scale(1, wait=True), 5)
+    assert sleeps.delays == pytest.approx([0.1, 0.2, 0.1])
+    lease = await pool.acquire()
+    assert lease.worker_id == "9000"  # the slot keeps its id across restarts
+    assert [r.body for r in await pool.run_batch(lease, _batch())] == [b"9000"]
+    await supervisor.close()
+
+
+async def test_scale_down_prefers_idle_workers_and_retires_busy_ones(tmp_path: Path) -> None:
+    supervisor = FakeSupervisor(tmp_path, [], sleep=Sleeps())
+    pool = _pool(supervisor)
+    assert await pool.scale(3, wait=True) == 3
+    first, second, third = supervisor.workers
+    busy = await pool.acquire()
+    assert busy.worker_id == "9000"
+    await pool.scale(1, wait=True)
+    assert [w.id for w in pool.describe()] == ["9000"]
+    assert second.status is third.status is WorkerStatus.UNLOADING
+    first.gate = asyncio.get_running_loop().create_future()
+    running = asyncio.create_task(pool.run_batch(busy, _batch()))
+    await asyncio.sleep(0)
+    scaled = asyncio.create_task(pool.scale(0, wait=True))
+    await asyncio.sleep(0)
+    assert first.status is WorkerStatus.READY  # its batch is still running
+    first.gate.set_result(None)
+    assert [r.body for r in await running] == [b"9000"]
+    assert await asyncio.wait_for(scaled, 5) == 0
+    assert str(first.status) == "UNLOADING"  # retired once its lease came back
+    with pytest.raises(ServiceUnavailable):
+        await pool.acquire()
+    await supervisor.close()
+
+
+async def test_acquire_waits_and_release_hands_over(tmp_path: Path) -> None:
+    supervisor = FakeSupervisor(tmp_path, [], sleep=Sleeps())
+    pool = _pool(supervisor)
+    await pool.scale(1, wait=True)
+    lease = pool.try_acquire()
+    assert lease is not None and pool.try_acquire() is None
+    waiting = asyncio.create_task(pool.acquire())
+    cancelled = asyncio.create_task(pool.acquire())
+    await asyncio.sleep(0)
+    pool.release(lease)
+    with pytest.raises(RuntimeError):
+        pool.release(lease)  # a lease is used once
+    cancelled.cancel()
+    second = await waiting
+    assert second.worker_id == "9000"
+    # Hand-off to a waiter that is cancelled in the same tick: the worker is not lost.
+    third = asyncio.create_task(pool.acquire())
+    await asyncio.sleep(0)
+    pool.release(second)
+    third.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await third
+    assert pool.idle_count == 1
+    await supervisor.close()
+
+
+async def test_a_failed_pool_wakes_waiting_acquirers(tmp_path: Path) -> None:
+    supervisor = FakeSupervisor(tmp_path, ["x", "y"], sleep=Sleeps())
+    pool = _pool(supervisor, max_load_failures=2)
+    await pool.scale(1, wait=False)
+    with pytest.raises(ModelLoadFailed, match="y"):
+        await asyncio.wait_for(pool.acquire(), 5)
+    await supervisor.close()
+
+
+async def test_close_stops_everything(tmp_path: Path) -> None:
+    supervisor = FakeSupervisor(tmp_path, [], sleep=Sleeps())
+    pool = _pool(supervisor)
+    await pool.scale(2, wait=True)
+    await supervisor.close()
+    assert all(w.exited.done() for w in supervisor.workers)
+    assert supervisor.pools == {}
+    with pytest.raises(ServiceUnavailable):
+        await pool.acquire()
+    with pytest.raises(ServiceUnavailable):
+        await pool.scale(1, wait=False)

@@ -1,0 +1,53 @@
+"""Worker processes: spawning, supervision, and the framed IPC to them.
+
+The public surface (see ``docs/internal-contracts.md``, section *workers*) is
+``WorkerSupervisor`` (one per server), ``WorkerPool`` (one per model version),
+``WorkerPoolConfig``, ``WorkerLease``, ``WorkerInfo``, ``WorkerStatus``, ``BackoffPolicy`` and
+``MetricSink``.
+
+Names are imported on first use: the worker process runs ``worker_main`` from this package and
+should not pay for the frontend's asyncio machinery it never uses.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .backoff import BackoffPolicy
+    from .config import WorkerInfo, WorkerPoolConfig, WorkerStatus
+    from .leasing import WorkerLease
+    from .pool import WorkerPool
+    from .supervisor import MetricSink, WorkerSupervisor
+
+_EXPORTS = {
+    "BackoffPolicy": ".backoff",
+    "MetricSink": ".supervisor",
+    "WorkerInfo": ".config",
+    "WorkerLease": ".leasing",
+    "WorkerPool": ".pool",
+    "WorkerPoolConfig": ".config",
+    "WorkerStatus": ".config",
+    "WorkerSupervisor": ".supervisor",
+}
+
+__all__ = [
+    "BackoffPolicy",
+    "MetricSink",
+    "WorkerInfo",
+    "WorkerLease",
+    "WorkerPool",
+    "WorkerPoolConfig",
+    "WorkerStatus",
+    "WorkerSupervisor",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value

@@ -1,0 +1,63 @@
+"""The model log: worker stdout/stderr (and so the worker's ``torchwick.model`` logger) captured
+by the frontend and written, one line at a time, to ``<log_location>/model_log.log``.
+
+Every line is prefixed with the worker's name (``W-9000-<model>_<version>``) and the stream.
+Lines go to the ``torchwick.model_log`` logger. When nothing has configured that logger
+(no handlers), the supervisor attaches a file handler itself, so the model log exists by
+default; a composition root or log config that adds its own handlers takes precedence.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+MODEL_LOGGER = "torchwick.model_log"
+#: A line longer than this is split; a handler printing megabytes without newlines must not
+#: make the frontend buffer them.
+MAX_LINE = 64 * 1024
+
+
+class ModelLog:
+    """Owns the model log's file handler (if it created one) and pumps worker pipes into it."""
+
+    def __init__(self, log_location: Path) -> None:
+        self.logger = logging.getLogger(MODEL_LOGGER)
+        self._handler: logging.Handler | None = None
+        self._propagate = self.logger.propagate
+        if not self.logger.handlers:
+            log_location.mkdir(parents=True, exist_ok=True)
+            handler = logging.FileHandler(log_location / "model_log.log", encoding="utf-8")
+            handler.setFormatter(logging.Formatter("%(asctime)s [%(levelname)s] %(message)s"))
+            self.logger.addHandler(handler)
+            self.logger.setLevel(logging.INFO)
+            # The model log is its own file; worker chatter should not also flood the console.
+            self.logger.propagate = False
+            self._handler = handler
+
+    async def pump(self, stream: asyncio.StreamReader, prefix: str) -> None:
+        """Log every line of ``stream`` as ``<prefix> <line>`` until end of file."""
+        log = self.logger.info
+        pending = b""
+        while True:
+            chunk = await stream.read(MAX_LINE)
+            if not chunk:
+                break
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            for line in lines:
+                log("%s %s", prefix, line.decode("utf-8", "replace").rstrip("\r"))
+            if len(pending) >= MAX_LINE:
+                log("%s %s", prefix, pending.decode("utf-8", "replace"))
+                pending = b""
+        if pending:
+            log("%s %s", prefix, pending.decode("utf-8", "replace"))
+
+    def close(self) -> None:
+        """Detach and close the file handler this object installed (if any)."""
+        if self._handler is not None:
+            self.logger.removeHandler(self._handler)
+            self._handler.close()
+            self._handler = None
+            self.logger.propagate = self._propagate

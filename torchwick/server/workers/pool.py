@@ -1,0 +1,382 @@
+"""The workers of one model version: scaling, leasing, batches, replacement, failure state.
+
+Each wanted worker is a *slot*: a task that starts a worker process, keeps it while it lives,
+and restarts it with capped exponential backoff when it dies. A slot keeps its id ("9000")
+and its GPU across restarts. Idle, loaded workers wait in a deque; ``acquire`` pops one
+without suspending when one is there, else queues a future that ``release`` fulfils directly.
+
+Failure state: ``max_load_failures`` consecutive failed loads (no successful load in between,
+across all slots) put the pool in ``failed``; slots stop retrying, waiters of ``acquire`` and
+``scale(wait=True)`` get ``ModelLoadFailed(last_error)``. A later ``scale`` call re-arms it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from torchwick.handlers.messages import LoadSpec, PredictRequest, PredictResponse
+from torchwick.server.errors import ModelLoadFailed, ServiceUnavailable
+
+from .backoff import Backoff, BackoffPolicy
+from .channel import IntermediateHandler
+from .config import WorkerInfo, WorkerPoolConfig, WorkerStatus
+from .ipc import Kind
+from .leasing import IdleWorkers, WorkerLease
+from .process import LoadFailedError, WorkerProcess
+
+if TYPE_CHECKING:
+    from .supervisor import WorkerSupervisor
+
+logger = logging.getLogger(__name__)
+
+
+class _Slot:
+    __slots__ = ("backoff", "created", "gpu_id", "stopping", "task", "worker", "worker_id")
+
+    def __init__(self, worker_id: int, gpu_id: int | None, backoff: Backoff) -> None:
+        self.created = datetime.now(UTC)
+        self.worker_id = worker_id
+        self.gpu_id = gpu_id
+        self.backoff = backoff
+        self.worker: WorkerProcess | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.stopping = False
+
+
+class WorkerPool:
+    """Workers of one model version; built by ``WorkerSupervisor.create_pool`` with target 0."""
+
+    def __init__(
+        self,
+        key: str,
+        config: WorkerPoolConfig,
+        supervisor: WorkerSupervisor,
+        *,
+        backoff: BackoffPolicy,
+        clock: Callable[[], float],
+        sleep: Callable[[float], Awaitable[Any]],
+    ) -> None:
+        self.key = key
+        self.config = config
+        self._supervisor = supervisor
+        self._backoff = backoff
+        self._clock = clock
+        self._sleep = sleep
+        self._slots: list[_Slot] = []
+        self._retired: set[asyncio.Task[Any]] = set()
+        self._idle = IdleWorkers()
+        self._changed: asyncio.Future[None] | None = None
+        self._load_failures = 0
+        self._failed = False
+        self._closed = False
+        self.last_error: str | None = None
+        self.last_error_status: int | None = None
+
+    # ---- state -------------------------------------------------------------------------------
+
+    @property
+    def target(self) -> int:
+        """Workers this pool keeps running (the last ``scale`` target)."""
+        return len(self._slots)
+
+    @property
+    def ready_count(self) -> int:
+        """Workers loaded and able to take a batch (idle or busy)."""
+        return sum(1 for s in self._slots if s.worker is not None and s.worker.usable)
+
+    @property
+    def idle_count(self) -> int:
+        """Loaded workers not leased right now."""
+        return self._idle.usable_count()
+
+    @property
+    def failed(self) -> bool:
+        """True once loads failed ``max_load_failures`` times in a row; ``last_error`` says why."""
+        return self._failed
+
+    def describe(self) -> list[WorkerInfo]:
+        """One row per slot, in slot order."""
+        rows = []
+        for slot in self._slots:
+            worker = slot.worker
+            if worker is not None:
+                rows.append(worker.info(slot.gpu_id))
+            else:
+                # No process: either not started yet, or waiting out a backoff after a failure.
+                status = WorkerStatus.FAILED if slot.backoff.failures else WorkerStatus.LOADING
+                rows.append(
+                    WorkerInfo(str(slot.worker_id), None, status, slot.created, slot.gpu_id, 0)
+                )
+        return rows
+
+    # ---- scaling -----------------------------------------------------------------------------
+
+    async def scale(self, target: int, *, wait: bool) -> int:
+        """Run ``target`` workers. Returns ``ready_count`` when waiting, else ``target``.
+
+        Scaling up starts new slots; scaling down stops, in order of preference, slots without
+        a process, workers still loading, idle workers, then busy ones once their batch ends.
+        A failed pool is re-armed. With ``wait``, returns once ``target`` workers are ready (or
+        the removed ones have exited); raises ``ModelLoadFailed`` if the pool fails meanwhile.
+        """
+        if self._closed:
+            raise ServiceUnavailable(f"Workers of {self.key} are shut down")
+        target = max(0, target)
+        if self._failed:
+            self._failed = False
+            self._load_failures = 0
+            self._slots = [s for s in self._slots if s.task is not None and not s.task.done()]
+        stopping: list[asyncio.Task[None]] = []
+        while len(self._slots) < target:
+            self._start_slot()
+        if len(self._slots) > target:
+            stopping = self._shrink(len(self._slots) - target)
+        self._notify()
+        if not wait:
+            return target
+        if stopping:
+            await asyncio.gather(*stopping, return_exceptions=True)
+        while self.ready_count < len(self._slots):
+            if self._failed:
+                raise ModelLoadFailed(self._failure_message())
+            if self._closed:
+                raise ServiceUnavailable(f"Workers of {self.key} are shut down")
+            await asyncio.shield(self._change_future())
+        return self.ready_count
+
+    def _start_slot(self) -> None:
+        worker_id, gpu_id = self._supervisor.open_slot(self.config, self.key)
+        slot = _Slot(worker_id, gpu_id, Backoff(self._backoff, self._clock))
+        self._slots.append(slot)
+        slot.task = asyncio.create_task(self._run_slot(slot), name=f"worker-{worker_id}")
+
+    def _shrink(self, count: int) -> list[asyncio.Task[None]]:
+        def rank(slot: _Slot) -> int:
+            worker = slot.worker
+            if worker is None:
+                return 0
+            if worker.status is not WorkerStatus.READY:
+                return 1
+            return 3 if worker.leased else 2
+
+        # Newest first among equals: the oldest workers are the warmest.
+        victims = sorted(reversed(self._slots), key=rank)[:count]
+        tasks = []
+        for slot in victims:
+            self._slots.remove(slot)
+            slot.stopping = True
+            worker = slot.worker
+            if worker is not None and worker.status is WorkerStatus.READY:
+                if worker.leased:
+                    worker.retiring = True  # stopped by release() after its batch
+                else:
+                    self._stop_worker(worker)
+            elif slot.task is not None:
+                slot.task.cancel()
+            if slot.task is not None:
+                self._retired.add(slot.task)
+                slot.task.add_done_callback(self._retired.discard)
+                tasks.append(slot.task)
+        return tasks
+
+    def _stop_worker(self, worker: WorkerProcess) -> None:
+        self._idle.discard(worker)
+        if worker.status is WorkerStatus.UNLOADING:
+            return  # already being stopped
+        worker.status = WorkerStatus.UNLOADING
+        task = asyncio.create_task(worker.stop(self.config.stop_grace_s))
+        self._retired.add(task)
+        task.add_done_callback(self._retired.discard)
+
+    # ---- one slot ----------------------------------------------------------------------------
+
+    async def _run_slot(self, slot: _Slot) -> None:
+        try:
+            await self._slot_loop(slot)
+        finally:
+            worker = slot.worker
+            if worker is not None and not worker.exited.done():
+                worker.kill("worker slot closed")
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(worker.exited)
+            self._supervisor.close_slot(slot.worker_id, slot.gpu_id)
+            self._notify()
+
+    async def _slot_loop(self, slot: _Slot) -> None:
+        delay = 0.0
+        while not (slot.stopping or self._closed):
+            if delay > 0:
+                await self._sleep(delay)
+                if slot.stopping or self._closed:
+                    return
+            if self._failed:
+                return  # the pool gave up: no more attempts until scale() re-arms it
+            worker = self._supervisor.new_worker(self, slot.worker_id, self._spec_for(slot))
+            slot.worker = worker
+            try:
+                await worker.start(self.config.startup_timeout_s)
+            except Exception as exc:
+                if not isinstance(exc, LoadFailedError):  # a bug here must not wedge the pool
+                    logger.exception("starting worker %s of %s failed", slot.worker_id, self.key)
+                    worker.kill("start failed")
+                    exc = LoadFailedError(500, f"Worker could not be started: {exc}")
+                await worker.exited
+                slot.worker = None
+                self._load_failed(exc)
+                delay = slot.backoff.failed()
+                continue
+            self._load_failures = 0
+            slot.backoff.started()
+            self._release_worker(worker)
+            self._notify()
+            returncode = await worker.exited
+            self._idle.discard(worker)
+            if slot.stopping or self._closed:
+                return
+            slot.worker = None
+            delay = slot.backoff.failed()
+            logger.warning(
+                "worker %s of %s is gone (code %s); restarting in %.1f s",
+                slot.worker_id,
+                self.key,
+                returncode,
+                delay,
+            )
+            self._notify()
+
+    def _spec_for(self, slot: _Slot) -> LoadSpec:
+        return replace(self.config.load_spec, gpu_id=slot.gpu_id)
+
+    def _load_failed(self, exc: LoadFailedError) -> None:
+        self._load_failures += 1
+        self.last_error = exc.message
+        self.last_error_status = exc.status
+        logger.error(
+            "worker of %s failed to load (%d in a row): %s",
+            self.key,
+            self._load_failures,
+            exc.message,
+        )
+        if self._load_failures >= self.config.max_load_failures and not self._failed:
+            self._failed = True
+            logger.error("%s: giving up after %d failed loads", self.key, self._load_failures)
+            if self.ready_count == 0:
+                self._idle.fail_waiters(self._failure_error())
+        self._notify()
+
+    def _failure_message(self) -> str:
+        return self.last_error or f"Workers of {self.key} could not load the model"
+
+    def _failure_error(self) -> ModelLoadFailed:
+        return ModelLoadFailed(self._failure_message())
+
+    # ---- leasing -----------------------------------------------------------------------------
+
+    def try_acquire(self) -> WorkerLease | None:
+        """An idle worker reserved for one batch, or ``None`` at once if none is idle."""
+        worker = self._idle.take()
+        return None if worker is None else WorkerLease(worker)
+
+    async def acquire(self) -> WorkerLease:
+        """Wait for an idle, loaded worker and reserve it for one batch.
+
+        Raises ``ModelLoadFailed`` when the pool failed and has no ready worker,
+        ``ServiceUnavailable`` when it is closed or has a target of 0. Cancel-safe.
+        """
+        while True:
+            worker = self._idle.take()
+            if worker is not None:
+                return WorkerLease(worker)
+            if self._closed or not self._slots:
+                raise ServiceUnavailable(f"Model {self.key} has no worker to serve the request")
+            if self._failed and self.ready_count == 0:
+                raise self._failure_error()
+            worker = await self._idle.wait()
+            if worker.usable:
+                return WorkerLease(worker)
+            worker.leased = False  # died between hand-over and wake-up: wait again
+
+    def release(self, lease: WorkerLease) -> None:
+        """Give back a lease that will not run a batch."""
+        self._release_worker(lease.take())
+
+    def _release_worker(self, worker: WorkerProcess) -> None:
+        worker.leased = False
+        if worker.retiring or self._closed:
+            self._stop_worker(worker)
+        elif worker.usable:
+            self._idle.give(worker)
+        # else: dying; its slot replaces it
+
+    # ---- batches -----------------------------------------------------------------------------
+
+    async def run_batch(
+        self,
+        lease: WorkerLease,
+        batch: list[PredictRequest],
+        on_intermediate: IntermediateHandler | None = None,
+    ) -> list[PredictResponse]:
+        """Run ``batch`` on the leased worker; one final response per request, in order.
+
+        Releases the lease. Raises ``WorkerDied`` (the worker died; it is replaced),
+        ``ResponseTimeout`` (no answer within ``response_timeout_s``; the worker is killed and
+        replaced) or ``InternalError`` (an answer above ``max_response_size``).
+        """
+        worker = lease.take()
+        try:
+            return await worker.predict(batch, on_intermediate, self.config.response_timeout_s)
+        finally:
+            self._release_worker(worker)
+
+    async def run_describe(self, lease: WorkerLease, request: PredictRequest) -> PredictResponse:
+        """The handler's describe answer for ``?customized=true``; errors as ``run_batch``."""
+        worker = lease.take()
+        try:
+            responses = await worker.predict(
+                [request], None, self.config.response_timeout_s, kind=Kind.DESCRIBE
+            )
+            return responses[0]
+        finally:
+            self._release_worker(worker)
+
+    # ---- shutdown ----------------------------------------------------------------------------
+
+    async def close(self) -> None:
+        """Stop every worker (shutdown, then SIGKILL after the grace period) and wait for it."""
+        if self._closed:
+            return
+        self._closed = True
+        self._idle.fail_waiters(ServiceUnavailable(f"Workers of {self.key} are shut down"))
+        tasks = list(self._retired)
+        for slot in self._slots:
+            slot.stopping = True
+            worker = slot.worker
+            if worker is not None and worker.status is WorkerStatus.READY:
+                self._stop_worker(worker)
+            elif slot.task is not None:
+                slot.task.cancel()
+            if slot.task is not None:
+                tasks.append(slot.task)
+        self._slots = []
+        self._notify()
+        tasks.extend(self._retired)
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._supervisor.forget_pool(self.key)
+
+    def _change_future(self) -> asyncio.Future[None]:
+        if self._changed is None:
+            self._changed = asyncio.get_running_loop().create_future()
+        return self._changed
+
+    def _notify(self) -> None:
+        # Wake everyone waiting for a state change (scale(wait=True)); the next waiter gets a
+        # fresh future.
+        changed, self._changed = self._changed, None
+        if changed is not None and not changed.done():
+            changed.set_result(None)

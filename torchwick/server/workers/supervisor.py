@@ -1,0 +1,223 @@
+"""The server-wide owner of worker processes: ids, sockets, GPUs, thread budgets, the model log.
+
+One ``WorkerSupervisor`` per server. Pools (one per model version) ask it for a slot (a worker
+id and a GPU, both kept across restarts) and for each new worker process (socket path, spawn
+token, environment, thread budget). Everything it touches on disk, the private socket folder,
+is created on first use and removed by ``close``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+import secrets
+import shutil
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torchwick
+from torchwick.handlers.messages import LoadSpec, MetricRecord
+from torchwick.server.settings import Settings
+
+from .backoff import BackoffPolicy
+from .config import WorkerPoolConfig
+from .devices import (
+    GpuAllocator,
+    count_driver_gpus,
+    thread_budget,
+    torch_gpu_count_if_loaded,
+    usable_cpus,
+    visible_gpu_count,
+)
+from .ipc import TOKEN_ENV
+from .model_log import ModelLog
+from .pool import WorkerPool
+from .process import WorkerProcess
+
+logger = logging.getLogger(__name__)
+
+#: TorchServe numbers workers from its first worker port; describe shows these ids.
+FIRST_WORKER_ID = 9000
+#: Unix socket paths are limited to ~107 bytes; fall back to /tmp when TMPDIR is deeper.
+_MAX_SOCKET_DIR = 80
+
+#: ``(model_name, model_version, records)`` for metrics a handler emitted.
+MetricSink = Callable[[str, str, Sequence[MetricRecord]], None]
+
+
+def _log_metrics(model: str, version: str, records: Sequence[MetricRecord]) -> None:
+    for record in records:
+        logger.debug("metric %s/%s %s=%s%s", model, version, record.name, record.value, record.unit)
+
+
+class WorkerSupervisor:
+    """Starts and accounts for every worker of the server.
+
+    ``gpu_count``/``cpu_count``/``environ`` override detection (for tests); ``clock`` and
+    ``sleep`` drive heartbeats and restart backoff. ``on_metrics`` receives handler metrics
+    (the default logs them at DEBUG).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+        backoff: BackoffPolicy | None = None,
+        gpu_count: int | None = None,
+        cpu_count: int | None = None,
+        environ: Mapping[str, str] | None = None,
+        on_metrics: MetricSink | None = None,
+    ) -> None:
+        self.settings = settings
+        self._clock = clock
+        self._sleep = sleep
+        self._backoff = backoff or BackoffPolicy()
+        self._gpu_count = gpu_count
+        self._cpus = cpu_count if cpu_count is not None else usable_cpus()
+        self._environ = environ
+        self._on_metrics = on_metrics or _log_metrics
+        self._next_id = FIRST_WORKER_ID
+        self._pools: dict[str, WorkerPool] = {}
+        self._live_slots = 0
+        self._gpus: GpuAllocator | None = None
+        self._socket_dir: Path | None = None
+        self._model_log: ModelLog | None = None
+        self._closed = False
+
+    # ---- pools -------------------------------------------------------------------------------
+
+    def create_pool(self, key: str, config: WorkerPoolConfig) -> WorkerPool:
+        """A new pool with target 0 for one model version; ``key`` must be unused."""
+        if self._closed:
+            raise RuntimeError("the worker supervisor is closed")
+        if key in self._pools:
+            raise ValueError(f"a worker pool named {key!r} already exists")
+        pool = WorkerPool(
+            key, config, self, backoff=self._backoff, clock=self._clock, sleep=self._sleep
+        )
+        self._pools[key] = pool
+        return pool
+
+    @property
+    def pools(self) -> Mapping[str, WorkerPool]:
+        """Open pools by key."""
+        return self._pools
+
+    def forget_pool(self, key: str) -> None:
+        """Called by a closing pool."""
+        self._pools.pop(key, None)
+
+    async def close(self) -> None:
+        """Close every pool (stopping its workers), then remove the socket folder."""
+        self._closed = True
+        await asyncio.gather(*(pool.close() for pool in list(self._pools.values())))
+        if self._model_log is not None:
+            self._model_log.close()
+            self._model_log = None
+        if self._socket_dir is not None:
+            shutil.rmtree(self._socket_dir, ignore_errors=True)
+            self._socket_dir = None
+
+    # ---- slots (called by pools) -------------------------------------------------------------
+
+    @property
+    def gpus(self) -> GpuAllocator:
+        """The GPU allocator (GPUs are counted on first use)."""
+        if self._gpus is None:
+            count = self._gpu_count
+            if count is None:
+                env = os.environ if self._environ is None else self._environ
+                count = visible_gpu_count(count_driver_gpus(), env, self.settings.number_of_gpu)
+                if count == 0 and self.settings.number_of_gpu != 0:
+                    count = torch_gpu_count_if_loaded()
+                    if self.settings.number_of_gpu is not None:
+                        count = min(count, self.settings.number_of_gpu)
+            elif self.settings.number_of_gpu is not None:
+                count = min(count, max(0, self.settings.number_of_gpu))
+            self._gpus = GpuAllocator(count)
+        return self._gpus
+
+    def open_slot(self, config: WorkerPoolConfig, owner: str) -> tuple[int, int | None]:
+        """A fresh worker id and the slot's GPU (``None`` for CPU)."""
+        worker_id = self._next_id
+        self._next_id += 1
+        self._live_slots += 1
+        return worker_id, self.gpus.assign(config.device_type, config.device_ids, owner)
+
+    def close_slot(self, worker_id: int, gpu_id: int | None) -> None:
+        """Return a slot's GPU and drop it from the thread budget's worker count."""
+        self._live_slots = max(0, self._live_slots - 1)
+        self.gpus.release(gpu_id)
+        if self._socket_dir is not None:
+            (self._socket_dir / f"{worker_id}.sock").unlink(missing_ok=True)
+
+    def threads_per_worker(self) -> int:
+        """torch threads for a worker started now (``worker_threads``, else cores / workers)."""
+        return thread_budget(self.settings.worker_threads, self._cpus, self._live_slots)
+
+    def new_worker(self, pool: WorkerPool, worker_id: int, spec: LoadSpec) -> WorkerProcess:
+        """A not yet started worker process for ``pool``'s slot ``worker_id``."""
+        threads = self.threads_per_worker()
+        token = secrets.token_hex(16)
+        return WorkerProcess(
+            worker_id=worker_id,
+            name=f"W-{worker_id}-{spec.model_name}_{spec.model_version}",
+            spec=spec,
+            threads=threads,
+            socket_path=self._sockets() / f"{worker_id}.sock",
+            env=self.worker_environment(threads, token),
+            token=token,
+            max_response_size=pool.config.max_response_size,
+            heartbeat_s=self.settings.worker_heartbeat_s,
+            model_log=self._log(),
+            on_metrics=lambda records: self._on_metrics(
+                spec.model_name, spec.model_version, records
+            ),
+            clock=self._clock,
+            sleep=self._sleep,
+        )
+
+    def worker_environment(self, threads: int, token: str) -> dict[str, str]:
+        """The worker's environment: ours minus ``blacklist_env_vars``, plus thread limits.
+
+        The thread variables are set before the interpreter starts, so OpenMP and MKL size
+        their pools right from the first torch import.
+        """
+        source = os.environ if self._environ is None else self._environ
+        pattern = self.settings.blacklist_env_vars
+        hidden = re.compile(pattern) if pattern else None
+        env = {k: v for k, v in source.items() if hidden is None or not hidden.fullmatch(k)}
+        env["OMP_NUM_THREADS"] = str(threads)
+        env["MKL_NUM_THREADS"] = str(threads)
+        env["PYTHONUNBUFFERED"] = "1"
+        env[TOKEN_ENV] = token
+        # A source checkout that is not installed must still be importable by the worker,
+        # whose cwd is the model folder; an installed one is found through site-packages.
+        package_root = str(Path(torchwick.__file__).resolve().parent.parent)
+        if Path(package_root).name not in ("site-packages", "dist-packages"):
+            parts = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+            if package_root not in parts:
+                env["PYTHONPATH"] = os.pathsep.join([*parts, package_root])
+        return env
+
+    def _sockets(self) -> Path:
+        if self._socket_dir is None:
+            base = tempfile.gettempdir()
+            if len(base) > _MAX_SOCKET_DIR:
+                base = "/tmp"
+            # mkdtemp creates the folder 0700: only our user can reach the sockets inside.
+            self._socket_dir = Path(tempfile.mkdtemp(prefix="torchwick-", dir=base))
+            self._socket_dir.chmod(0o700)
+        return self._socket_dir
+
+    def _log(self) -> ModelLog:
+        if self._model_log is None:
+            self._model_log = ModelLog(self.settings.log_location)
+        return self._model_log

@@ -1,0 +1,254 @@
+"""The worker process: ``python -P -m torchwick.server.workers.worker_main --socket PATH ...``.
+
+It connects back to the frontend's socket, proves itself with the spawn token (from the
+environment, removed before any handler code runs), sets torch's thread budget, then serves
+frames one at a time on its main thread: LOAD once, then PREDICT/DESCRIBE batches serially,
+PING between them, SHUTDOWN to exit. Nothing but frames goes over the socket; stdout and
+stderr (where the ``torchwick.model`` logger writes) are captured by the frontend.
+
+Failure modes: a load failure is answered with the load error's status (507 for
+out-of-memory, else 500) and message, then the process exits with code 1. A handler failure
+inside a batch is the model service's to turn into per-request statuses; anything escaping it
+becomes a 500 (507 for ``MemoryError``) for every request of that batch, and the worker lives
+on. A response body above ``--max-response-size`` is replaced by a 500 for that request only.
+The worker exits when the frontend closes the connection, and (on Linux) when the frontend
+process dies.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+from torchwick.handlers.messages import LoadSpec, MetricRecord, PredictRequest, PredictResponse
+
+from .ipc import (
+    TOKEN_ENV,
+    Buffers,
+    Kind,
+    ProtocolError,
+    decode_load,
+    decode_requests,
+    decode_seq,
+    encode_hello,
+    encode_load_result,
+    encode_metrics,
+    encode_pong,
+    encode_responses,
+)
+from .sanitize import checked_metrics, checked_responses
+from .sanitize import error_response as _error
+from .stream import BlockingFrameSocket
+
+logger = logging.getLogger("torchwick.server.workers.worker")
+
+EmitIntermediate = Callable[[list[PredictResponse]], None]
+EmitMetric = Callable[[MetricRecord], None]
+
+
+class Service(Protocol):
+    """What the worker needs of a loaded model service (``torchwick.handlers.service``)."""
+
+    def predict(self, batch: Sequence[PredictRequest]) -> list[PredictResponse]: ...
+
+    def describe(self, request: PredictRequest) -> PredictResponse: ...
+
+
+ServiceLoader = Callable[[LoadSpec, EmitIntermediate, EmitMetric], Service]
+
+
+def load_model_service(
+    spec: LoadSpec, emit_intermediate: EmitIntermediate, emit_metric: EmitMetric
+) -> Service:
+    """The production loader: ``ModelService.load`` (raises ``HandlerLoadError``)."""
+    from torchwick.handlers.service import ModelService
+
+    return ModelService.load(spec, emit_intermediate=emit_intermediate, emit_metric=emit_metric)
+
+
+def load_error_status(exc: BaseException) -> tuple[int, str]:
+    """Status and message to answer a failed load with.
+
+    ``HandlerLoadError`` carries both (``status``/``message``); a bare ``MemoryError`` is 507;
+    anything else is 500 with the exception's type and text.
+    """
+    status = getattr(exc, "status", None)
+    message = getattr(exc, "message", None)
+    if type(status) is int and isinstance(message, str):
+        return status, message
+    if isinstance(exc, MemoryError):
+        return 507, "System out of memory"
+    return 500, f"{type(exc).__name__}: {exc}"
+
+
+class WorkerLoop:
+    """Serves one connection until SHUTDOWN or end of stream; ``run()`` returns the exit code."""
+
+    def __init__(
+        self, conn: BlockingFrameSocket, load_service: ServiceLoader, max_response_size: int
+    ) -> None:
+        self._conn = conn
+        self._load_service = load_service
+        self._max_response_size = max_response_size
+        self._service: Service | None = None
+        self._batch_id = 0
+        self._metrics: list[MetricRecord] = []
+        self._metrics_lock = threading.Lock()
+
+    def run(self) -> int:
+        """Serve frames; 0 after SHUTDOWN or a closed connection, 1 after a failed load."""
+        conn = self._conn
+        while True:
+            frame = conn.recv()
+            if frame is None:
+                return 0
+            kind, header, payload = frame
+            if kind in (Kind.PREDICT, Kind.DESCRIBE):
+                self._serve(kind, header, payload)
+            elif kind == Kind.PING:
+                conn.send(encode_pong(decode_seq(header)))
+            elif kind == Kind.LOAD:
+                if not self._load(decode_load(header)):
+                    return 1
+            elif kind == Kind.SHUTDOWN:
+                return 0
+            else:
+                raise ProtocolError(f"unexpected frame kind {kind} from the frontend")
+
+    def _load(self, spec: LoadSpec) -> bool:
+        try:
+            self._service = self._load_service(spec, self._emit_intermediate, self._emit_metric)
+        except Exception as exc:
+            status, message = load_error_status(exc)
+            logger.error("loading %s failed: %s", spec.model_name, message, exc_info=exc)
+            self._send_with_metrics(encode_load_result(status, message))
+            return False
+        self._send_with_metrics(encode_load_result(200, f"loaded {spec.model_name}"))
+        return True
+
+    def _serve(self, kind: int, header: bytes, payload: bytes) -> None:
+        batch_id, batch = decode_requests(header, payload)
+        self._batch_id = batch_id
+        service = self._service
+        try:
+            if service is None:
+                responses = [_error(r.request_id, 503, "Model is not loaded") for r in batch]
+            elif kind == Kind.DESCRIBE:
+                responses = [service.describe(batch[0])]
+            else:
+                responses = service.predict(batch)
+        except MemoryError:
+            logger.exception("batch %d ran out of memory", batch_id)
+            responses = [_error(r.request_id, 507, "System out of memory") for r in batch]
+        except Exception as exc:
+            logger.exception("batch %d failed outside the handler's error handling", batch_id)
+            message = f"{type(exc).__name__}: {exc}"
+            responses = [_error(r.request_id, 500, message) for r in batch]
+        if len(responses) != len(batch):
+            message = f"Model service returned {len(responses)} responses for {len(batch)} requests"
+            logger.error("%s", message)
+            responses = [_error(r.request_id, 500, message) for r in batch]
+        result = Kind.DESCRIBE_RESULT if kind == Kind.DESCRIBE else Kind.PREDICT_RESULT
+        checked = checked_responses(responses, self._max_response_size)
+        self._send_with_metrics(encode_responses(result, batch_id, checked))
+
+    def _emit_intermediate(self, responses: list[PredictResponse]) -> None:
+        chunks = [
+            r if r.final is False else _replace_final(r)
+            for r in checked_responses(list(responses), self._max_response_size)
+        ]
+        self._conn.send(encode_responses(Kind.INTERMEDIATE, self._batch_id, chunks))
+
+    def _emit_metric(self, record: MetricRecord) -> None:
+        with self._metrics_lock:
+            self._metrics.append(record)
+
+    def _send_with_metrics(self, frame: Buffers) -> None:
+        # Metrics gathered since the last answer precede it in the same write: one syscall.
+        with self._metrics_lock:
+            records, self._metrics = self._metrics, []
+        if records:
+            try:
+                metrics = encode_metrics(records)
+            except (TypeError, ValueError):  # e.g. a NumPy scalar as the value
+                metrics = encode_metrics(checked_metrics(records))
+            frame = [*metrics, *frame]
+        self._conn.send(frame)
+
+
+def _replace_final(r: PredictResponse) -> PredictResponse:
+    # A chunk sent through emit_intermediate is never the request's last word: the batch's
+    # PREDICT_RESULT is.
+    return PredictResponse(
+        r.request_id, r.status, r.reason, r.content_type, r.headers, r.body, False
+    )
+
+
+def set_torch_threads(threads: int) -> None:
+    """Apply the thread budget to torch (OMP/MKL variables were set by the frontend)."""
+    import torch
+
+    torch.set_num_threads(threads)
+    # Only possible before any inter-op work has started; a fresh process has done none.
+    with contextlib.suppress(RuntimeError):
+        torch.set_num_interop_threads(threads)
+
+
+def _die_with_parent() -> None:
+    # Linux: SIGKILL this worker when the frontend dies, even mid-batch (the socket's end of
+    # stream is only noticed between batches).
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, int(signal.SIGKILL), 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="torchwick-worker")
+    parser.add_argument("--socket", required=True, help="unix socket the frontend listens on")
+    parser.add_argument("--name", default="worker", help="worker name, for log lines")
+    parser.add_argument("--threads", type=int, default=1, help="torch intra/inter-op threads")
+    parser.add_argument("--max-response-size", type=int, default=6553500)
+    return parser.parse_args(argv)
+
+
+def main(
+    argv: Sequence[str] | None = None, load_service: ServiceLoader = load_model_service
+) -> int:
+    """Run a worker; returns the process exit code."""
+    args = _parse(argv)
+    _die_with_parent()
+    logging.basicConfig(
+        level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s - %(message)s"
+    )
+    token = os.environ.pop(TOKEN_ENV, "")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.connect(args.socket)
+    conn = BlockingFrameSocket(sock)
+    try:
+        conn.send(encode_hello(token, os.getpid()))
+        set_torch_threads(max(1, args.threads))
+        return WorkerLoop(conn, load_service, args.max_response_size).run()
+    except (ProtocolError, OSError) as exc:
+        logger.error("worker connection failed: %s", exc)
+        return 2
+    finally:
+        conn.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
