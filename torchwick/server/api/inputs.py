@@ -1,0 +1,124 @@
+"""How an HTTP request body becomes the handler's input parameters (TorchServe's rules).
+
+- ``multipart/form-data``: one parameter per part. A file part (one with a ``filename``)
+  keeps its own Content-Type; a plain field has none.
+- ``application/x-www-form-urlencoded``: one parameter per field, no content type.
+- anything else: one parameter named ``body`` whose content type is the request's MIME type
+  without parameters (``None`` when the request has no Content-Type).
+
+Repeated names stay separate parameters, in order. The body is already in memory and bounded
+by ``max_request_size`` when these run. Malformed form bodies raise ``BadRequest``.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qsl
+
+from python_multipart.exceptions import MultipartParseError
+from python_multipart.multipart import MultipartParser, parse_options_header
+
+from torchwick.handlers.messages import InputParameter
+from torchwick.server.errors import BadRequest
+
+_MISSING = object()
+_MULTIPART = "multipart/form-data"
+_URLENCODED = "application/x-www-form-urlencoded"
+
+
+_MIME_CACHE: dict[bytes, str | None] = {}
+_MIME_CACHE_MAX = 256
+
+
+def mime_type(content_type: bytes | None) -> str | None:
+    """The MIME type of a Content-Type value, lower-cased and without parameters."""
+    if not content_type:
+        return None
+    cached = _MIME_CACHE.get(content_type, _MISSING)
+    if cached is not _MISSING:
+        return cached  # type: ignore[return-value]
+    head = content_type.split(b";", 1)[0].strip()
+    mime = head.decode("latin-1").lower() or None
+    # Clients send a handful of distinct values; the bound keeps hostile ones from growing it.
+    if len(_MIME_CACHE) < _MIME_CACHE_MAX and b"boundary" not in content_type:
+        _MIME_CACHE[content_type] = mime
+    return mime
+
+
+def parse_inputs(content_type: bytes | None, body: bytes) -> tuple[InputParameter, ...]:
+    """The input parameters of one request, by its Content-Type (see the module docs)."""
+    mime = mime_type(content_type)
+    if mime == _MULTIPART:
+        assert content_type is not None
+        return _parse_multipart(content_type, body)
+    if mime == _URLENCODED:
+        return tuple(
+            InputParameter(name.decode("utf-8", "replace"), value)
+            for name, value in parse_qsl(body, keep_blank_values=True)
+        )
+    return (InputParameter("body", body, mime),)
+
+
+class _PartCollector:
+    """Callbacks for the streaming multipart parser; gathers whole parts in memory."""
+
+    def __init__(self) -> None:
+        self.parts: list[InputParameter] = []
+        self._data: list[bytes] = []
+        self._headers: dict[bytes, bytes] = {}
+        self._field: list[bytes] = []
+        self._value: list[bytes] = []
+
+    def on_part_begin(self) -> None:
+        self._data = []
+        self._headers = {}
+
+    def on_part_data(self, data: bytes, start: int, end: int) -> None:
+        self._data.append(data[start:end])
+
+    def on_header_field(self, data: bytes, start: int, end: int) -> None:
+        self._field.append(data[start:end])
+
+    def on_header_value(self, data: bytes, start: int, end: int) -> None:
+        self._value.append(data[start:end])
+
+    def on_header_end(self) -> None:
+        self._headers[b"".join(self._field).lower()] = b"".join(self._value)
+        self._field = []
+        self._value = []
+
+    def on_part_end(self) -> None:
+        disposition, options = parse_options_header(self._headers.get(b"content-disposition"))
+        if disposition != b"form-data" or b"name" not in options:
+            raise BadRequest("multipart part without a form-data name")
+        name = options[b"name"].decode("utf-8", "replace")
+        content_type: str | None = None
+        if b"filename" in options:
+            content_type = mime_type(self._headers.get(b"content-type")) or (
+                "application/octet-stream"
+            )
+        self.parts.append(InputParameter(name, b"".join(self._data), content_type))
+
+
+def _parse_multipart(content_type: bytes, body: bytes) -> tuple[InputParameter, ...]:
+    _, options = parse_options_header(content_type)
+    boundary = options.get(b"boundary")
+    if not boundary:
+        raise BadRequest("multipart/form-data request without a boundary")
+    collector = _PartCollector()
+    try:
+        parser = MultipartParser(
+            boundary,
+            {
+                "on_part_begin": collector.on_part_begin,
+                "on_part_data": collector.on_part_data,
+                "on_part_end": collector.on_part_end,
+                "on_header_field": collector.on_header_field,
+                "on_header_value": collector.on_header_value,
+                "on_header_end": collector.on_header_end,
+            },
+        )
+        parser.write(body)
+        parser.finalize()
+    except (MultipartParseError, ValueError) as exc:
+        raise BadRequest(f"malformed multipart/form-data body: {exc}") from None
+    return tuple(collector.parts)

@@ -1,0 +1,220 @@
+"""The composition root: build every part of the server from ``Settings`` and run it.
+
+``serve(settings)`` is called by the command line (``torchserve --foreground`` /
+``python -m torchwick.server --foreground``) and returns the process exit code:
+0 after a clean shutdown, 1 when the server could not start.
+
+Everything runs on one uvloop event loop: one uvicorn ``Server`` per listener (httptools, no
+lifespan, no uvicorn access log), the data plane's batchers and the worker supervisor.
+Listeners whose addresses are equal share one socket and one router (TorchServe serves
+inference and management on one port when their addresses match).
+
+Shutdown (SIGTERM or SIGINT): stop accepting connections, let in-flight requests finish (at
+most ``GRACEFUL_SHUTDOWN_S``; a second signal cuts the wait), stop the workers, delete the key
+file and flush the access log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import socket
+import time
+from dataclasses import dataclass, field
+
+import uvicorn
+
+from .api.assembly import RestApis
+from .api.serving import ListenerError, open_listener, start_uvicorn
+from .config.addresses import ListenAddress, parse_address
+from .config.errors import ConfigError
+from .dataplane import DataPlane
+from .observability import ACCESS_LOG_FILE, AccessLog, FrontendMetrics, install_server_log
+from .security.tokens import TokenAuthority
+from .settings import Settings
+from .workers import WorkerSupervisor
+
+log = logging.getLogger("torchwick.server")
+
+#: Longest wait for in-flight requests after a stop signal before they are cancelled.
+GRACEFUL_SHUTDOWN_S = 30
+
+
+@dataclass
+class ListenerPlan:
+    """One socket to open and the APIs it serves."""
+
+    address: ListenAddress
+    apis: list[str] = field(default_factory=list)
+
+
+def plan_listeners(settings: Settings) -> list[ListenerPlan]:
+    """Group the configured APIs by address (equal addresses share a listener).
+
+    Port 0 ("any free port") never merges: each such listener gets its own port.
+    Raises ``ConfigError`` for an unparsable address.
+    """
+    wanted = [
+        ("inference", settings.inference_address),
+        ("management", settings.management_address),
+    ]
+    if settings.enable_metrics_api:
+        wanted.append(("metrics", settings.metrics_address))
+    plans: list[ListenerPlan] = []
+    for api, text in wanted:
+        address = parse_address(text, key=f"{api}_address")
+        for plan in plans:
+            if plan.address == address and address.port != 0:
+                plan.apis.append(api)
+                break
+        else:
+            plans.append(ListenerPlan(address, [api]))
+    return plans
+
+
+def serve(settings: Settings) -> int:
+    """Run the server until SIGTERM/SIGINT; return the exit code (see the module docs)."""
+    install_server_log(settings)
+    try:
+        import uvloop
+
+        runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
+    except ImportError:  # pragma: no cover - uvloop is a dependency off Windows
+        runner = asyncio.Runner()
+    with runner:
+        return runner.run(_Server(settings).run())
+
+
+class _Server:
+    """One run of the server: the parts, the listeners and the shutdown sequence."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.stop = asyncio.Event()
+        self.startup_done = False
+        self.signals = 0
+        self.servers: list[uvicorn.Server] = []
+
+    async def run(self) -> int:
+        settings = self.settings
+        started = time.perf_counter()
+        try:
+            plans = plan_listeners(settings)
+            tokens = TokenAuthority.create(settings, time.time)
+        except (ConfigError, OSError) as exc:
+            log.error("torchwick cannot start: %s", exc)
+            return 1
+        loop = asyncio.get_running_loop()
+        supervisor = WorkerSupervisor(settings)
+        plane = DataPlane(settings, supervisor)
+        metrics = FrontendMetrics(socket.gethostname(), queue_source=plane.batcher_stats)
+        access_log = AccessLog(settings.log_location / ACCESS_LOG_FILE)
+        parts = _Parts(plane, supervisor, tokens, access_log, plans)
+        try:
+            access_log.start(loop)
+            await self._listen(parts, metrics)
+        except (ListenerError, OSError) as exc:
+            log.error("torchwick cannot start: %s", exc)
+            await self._shutdown(parts)
+            return 1
+        self._install_signal_handlers(loop)
+        log.info(
+            "listening %.0f ms after start; loading startup models",
+            1000 * (time.perf_counter() - started),
+        )
+        loader = loop.create_task(self._load_startup_models(plane))
+        await self.stop.wait()
+        log.info("stop requested; finishing in-flight requests")
+        loader.cancel()
+        await asyncio.gather(loader, return_exceptions=True)
+        await self._shutdown(parts)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        log.info("torchwick stopped")
+        return 0
+
+    async def _listen(self, parts: _Parts, metrics: FrontendMetrics) -> None:
+        """Build each listener's app, bind its socket and start uvicorn on it."""
+        settings = self.settings
+        apis = RestApis(
+            settings,
+            parts.plane,
+            metrics,
+            parts.tokens,
+            startup_done=lambda: self.startup_done,
+            access_log=parts.access_log,
+        )
+        for plan in parts.plans:
+            app = apis.listener_app(plan.apis)
+            sock = open_listener(plan.address)
+            server = await start_uvicorn(
+                app, sock, plan.address, settings, graceful_shutdown_s=GRACEFUL_SHUTDOWN_S
+            )
+            self.servers.append(server)
+            bound = _bound_address(plan.address, sock)
+            for api in plan.apis:
+                # Printed (not only logged): launchers and the test harness read these lines.
+                message = f"{api.capitalize()} API bound to {bound}"
+                log.info(message)
+                print(message, flush=True)
+
+    async def _load_startup_models(self, plane: DataPlane) -> None:
+        try:
+            await plane.load_startup_models()
+        except Exception:
+            log.exception("loading the startup models failed; the server keeps running")
+        self.startup_done = True
+        log.info("Model server started.")
+        print("Model server started.", flush=True)
+
+    def _install_signal_handlers(self, loop: asyncio.AbstractEventLoop) -> None:
+        def on_signal(sig: signal.Signals) -> None:
+            self.signals += 1
+            log.info("received %s", sig.name)
+            self.stop.set()
+            if self.signals > 1:
+                # A second signal: stop waiting for in-flight requests.
+                for server in self.servers:
+                    server.force_exit = True
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, on_signal, sig)
+
+    async def _shutdown(self, parts: _Parts) -> None:
+        """Stop listeners (draining in-flight requests), then the workers; delete the key
+        file and unix sockets; flush the access log. Never raises."""
+        results = await asyncio.gather(
+            *(server.shutdown() for server in self.servers), return_exceptions=True
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                log.error("error while stopping a listener: %s", result)
+        for plan in parts.plans:
+            if plan.address.uds_path is not None and self.servers:
+                plan.address.uds_path.unlink(missing_ok=True)
+        for part in (parts.plane, parts.supervisor):
+            try:
+                await part.close()
+            except Exception:
+                log.exception("error while stopping %s", type(part).__name__)
+        if parts.tokens is not None:
+            parts.tokens.close()
+        parts.access_log.close()
+
+
+@dataclass(frozen=True)
+class _Parts:
+    plane: DataPlane
+    supervisor: WorkerSupervisor
+    tokens: TokenAuthority | None
+    access_log: AccessLog
+    plans: list[ListenerPlan]
+
+
+def _bound_address(address: ListenAddress, sock: socket.socket) -> str:
+    if address.uds_path is not None:
+        return str(address)
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    return f"{address.scheme}://{shown}:{port}"
