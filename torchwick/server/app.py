@@ -30,7 +30,14 @@ from .api.serving import ListenerError, open_listener, start_uvicorn
 from .config.addresses import ListenAddress, parse_address
 from .config.errors import ConfigError
 from .dataplane import DataPlane
-from .observability import ACCESS_LOG_FILE, AccessLog, FrontendMetrics, install_server_log
+from .observability import (
+    ACCESS_LOG_FILE,
+    MODEL_METRICS_FILE,
+    AccessLog,
+    FrontendMetrics,
+    ModelMetrics,
+    install_server_log,
+)
 from .security.tokens import TokenAuthority
 from .settings import Settings
 from .workers import WorkerSupervisor
@@ -106,13 +113,18 @@ class _Server:
             log.error("torchwick cannot start: %s", exc)
             return 1
         loop = asyncio.get_running_loop()
-        supervisor = WorkerSupervisor(settings)
+        hostname = socket.gethostname()
+        model_metrics = ModelMetrics(hostname, settings.log_location / MODEL_METRICS_FILE)
+        supervisor = WorkerSupervisor(settings, on_metrics=model_metrics.record)
         plane = DataPlane(settings, supervisor)
-        metrics = FrontendMetrics(socket.gethostname(), queue_source=plane.batcher_stats)
+        metrics = FrontendMetrics(hostname, queue_source=plane.batcher_stats)
+        metrics.registry.register(model_metrics)
         access_log = AccessLog(settings.log_location / ACCESS_LOG_FILE)
-        parts = _Parts(plane, supervisor, tokens, access_log, plans)
+        parts = _Parts(plane, supervisor, tokens, access_log, model_metrics, plans)
         try:
             access_log.start(loop)
+            if model_metrics.log is not None:
+                model_metrics.log.start(loop)
             await self._listen(parts, metrics)
         except (ListenerError, OSError) as exc:
             log.error("torchwick cannot start: %s", exc)
@@ -201,6 +213,8 @@ class _Server:
         if parts.tokens is not None:
             parts.tokens.close()
         parts.access_log.close()
+        if parts.model_metrics.log is not None:
+            parts.model_metrics.log.close()
 
 
 @dataclass(frozen=True)
@@ -209,6 +223,7 @@ class _Parts:
     supervisor: WorkerSupervisor
     tokens: TokenAuthority | None
     access_log: AccessLog
+    model_metrics: ModelMetrics
     plans: list[ListenerPlan]
 
 
