@@ -7,8 +7,8 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh || exit 1
 
 echo "== ruff"
-.venv/bin/ruff check . || exit 1
-.venv/bin/ruff format --check . || exit 1
+.venv/bin/ruff check torchwick tests benchmarks examples || exit 1
+.venv/bin/ruff format --check torchwick tests benchmarks examples || exit 1
 echo "== mypy --strict"
 .venv/bin/mypy torchwick || exit 1
 echo "== pytest"
