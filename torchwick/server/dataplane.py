@@ -167,7 +167,7 @@ class DataPlane:
                     "workers. Use scale workers API to add workers for the model.",
                 )
             try:
-                running = await entry.pool.scale(wanted, wait=synchronous)
+                running = await _scale_bounded(entry, wanted, synchronous)
             except Exception as error:
                 logger.error(
                     "model %s version %s: workers failed to start: %s (last worker error: %s)",
@@ -243,7 +243,7 @@ class DataPlane:
             entry.spec = replace(entry.spec, min_workers=min_worker, max_workers=max_worker)
             entry.short_since = self._clock()
             try:
-                running = await entry.pool.scale(min_worker, wait=synchronous)
+                running = await _scale_bounded(entry, min_worker, synchronous)
             except TorchwickError as error:
                 logger.error("scaling %s to %d failed: %s", entry.name, min_worker, error)
                 raise
@@ -391,3 +391,19 @@ class DataPlane:
         entries = list(self._registry.entries())
         await asyncio.gather(*(self._teardown(e, timeout) for e in entries))
         self._store.close()
+
+
+async def _scale_bounded(entry: ModelVersionEntry, target: int, wait: bool) -> int:
+    """``pool.scale`` whose wait is bounded by the version's startup timeout.
+
+    A model that loads and then keeps crashing never reaches ``target`` ready workers nor the
+    failed state; a synchronous caller then gets the ready count so far (206) instead of
+    waiting forever. The pool keeps converging in the background.
+    """
+    scaling = asyncio.ensure_future(entry.pool.scale(target, wait=wait))
+    try:
+        return await asyncio.wait_for(asyncio.shield(scaling), entry.spec.startup_timeout)
+    except TimeoutError:
+        # Consume the eventual outcome so a late failure is not reported as unretrieved.
+        scaling.add_done_callback(lambda task: task.cancelled() or task.exception())
+        return entry.pool.ready_count

@@ -282,3 +282,18 @@ async def test_load_startup_models(tmp_path: Path) -> None:
         environment.plane.describe("broken", None)
     await environment.plane.close()
     assert environment.workdirs() == []
+
+
+async def test_synchronous_scale_is_bounded_by_the_startup_timeout(env: Env) -> None:
+    # A model that loads and then keeps crashing never becomes ready nor failed: the caller
+    # must get 206 after startupTimeout, not wait forever.
+    await env.plane.register(RegisterRequest("echo.mar", startup_timeout=1))
+    pool = env.pool()
+
+    async def never_ready(target: int, *, wait: bool) -> int:
+        await asyncio.Event().wait()
+        return 0
+
+    pool.scale = never_ready  # type: ignore[method-assign]
+    result = await asyncio.wait_for(env.plane.scale("echo", None, 1, None, True), 10)
+    assert result.status_code == 206
