@@ -38,6 +38,7 @@ from .ipc import TOKEN_ENV
 from .model_log import ModelLog
 from .pool import WorkerPool
 from .process import WorkerProcess
+from .threads import ADAPTIVE_THREADS_ENV
 
 logger = logging.getLogger(__name__)
 
@@ -196,6 +197,9 @@ class WorkerSupervisor:
         env = {k: v for k, v in source.items() if hidden is None or not hidden.fullmatch(k)}
         env["OMP_NUM_THREADS"] = str(threads)
         env["MKL_NUM_THREADS"] = str(threads)
+        if self.settings.worker_threads <= 0:
+            # No fixed budget: the worker may drop to one thread for tiny batches.
+            env[ADAPTIVE_THREADS_ENV] = "1"
         env["PYTHONUNBUFFERED"] = "1"
         env[TOKEN_ENV] = token
         # A source checkout that is not installed must still be importable by the worker,

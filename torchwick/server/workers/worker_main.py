@@ -25,6 +25,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
@@ -47,6 +48,7 @@ from .ipc import (
 from .sanitize import checked_metrics, checked_responses
 from .sanitize import error_response as _error
 from .stream import BlockingFrameSocket
+from .threads import ADAPTIVE_THREADS_ENV, AdaptiveThreads
 
 logger = logging.getLogger("torchwick.server.workers.worker")
 
@@ -93,9 +95,14 @@ class WorkerLoop:
     """Serves one connection until SHUTDOWN or end of stream; ``run()`` returns the exit code."""
 
     def __init__(
-        self, conn: BlockingFrameSocket, load_service: ServiceLoader, max_response_size: int
+        self,
+        conn: BlockingFrameSocket,
+        load_service: ServiceLoader,
+        max_response_size: int,
+        threads: AdaptiveThreads | None = None,
     ) -> None:
         self._conn = conn
+        self._threads = threads
         self._load_service = load_service
         self._max_response_size = max_response_size
         self._service: Service | None = None
@@ -143,8 +150,12 @@ class WorkerLoop:
                 responses = [_error(r.request_id, 503, "Model is not loaded") for r in batch]
             elif kind == Kind.DESCRIBE:
                 responses = [service.describe(batch[0])]
-            else:
+            elif self._threads is None:
                 responses = service.predict(batch)
+            else:
+                started = time.perf_counter()
+                responses = service.predict(batch)
+                self._threads.observe(time.perf_counter() - started)
         except MemoryError:
             logger.exception("batch %d ran out of memory", batch_id)
             responses = [_error(r.request_id, 507, "System out of memory") for r in batch]
@@ -202,6 +213,13 @@ def set_torch_threads(threads: int) -> None:
         torch.set_num_interop_threads(threads)
 
 
+def set_intra_op_threads(threads: int) -> None:
+    """Change torch's intra-op threads (used by ``AdaptiveThreads``)."""
+    import torch
+
+    torch.set_num_threads(threads)
+
+
 def _die_with_parent() -> None:
     # Linux: SIGKILL this worker when the frontend dies, even mid-batch (the socket's end of
     # stream is only noticed between batches).
@@ -241,8 +259,12 @@ def main(
     conn = BlockingFrameSocket(sock)
     try:
         conn.send(encode_hello(token, os.getpid()))
-        set_torch_threads(max(1, args.threads))
-        return WorkerLoop(conn, load_service, args.max_response_size).run()
+        budget = max(1, args.threads)
+        set_torch_threads(budget)
+        adaptive = None
+        if budget > 1 and os.environ.get(ADAPTIVE_THREADS_ENV) == "1":
+            adaptive = AdaptiveThreads(budget, set_intra_op_threads)
+        return WorkerLoop(conn, load_service, args.max_response_size, adaptive).run()
     except (ProtocolError, OSError) as exc:
         logger.error("worker connection failed: %s", exc)
         return 2
