@@ -9,6 +9,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -131,9 +132,10 @@ def test_https_listener(tmp_path: Path) -> None:
     try:
         deadline = time.monotonic() + 30
         status = None
+        trust = ssl.create_default_context(cafile=str(cert))
         while time.monotonic() < deadline and process.poll() is None:
             try:
-                status = httpx.get(f"https://127.0.0.1:{port}/ping", verify=str(cert)).status_code
+                status = httpx.get(f"https://127.0.0.1:{port}/ping", verify=trust).status_code
                 break
             except httpx.HTTPError:
                 time.sleep(0.05)
