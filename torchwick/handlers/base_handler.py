@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+import numpy as np
 import torch
 
 from .context import Context
@@ -200,8 +201,11 @@ class BaseHandler:
                 ) from None
         if isinstance(value, str):
             raise InvalidInput("expected a (nested) list of numbers, got text")
+        dtype = self.input_dtype or torch.float32
         try:
-            tensor = torch.tensor(value, dtype=self.input_dtype or torch.float32)
+            tensor = _float32_tensor(value) if dtype is torch.float32 else None
+            if tensor is None:
+                tensor = torch.tensor(value, dtype=dtype)
         except (TypeError, ValueError, RuntimeError) as exc:
             raise InvalidInput(
                 f"expected a (nested) list of numbers with a regular shape: {exc}"
@@ -392,3 +396,14 @@ class BaseHandler:
         attributions = integrated_gradients(self.model, inputs, targets)
         result: list[Any] = attributions.float().cpu().tolist()
         return result
+
+
+def _float32_tensor(value: Any) -> torch.Tensor | None:
+    """A float32 tensor from a (nested) list of numbers through numpy, which converts about
+    3x faster than ``torch.tensor``; ``None`` when the list holds anything but numbers
+    (``null``, strings, objects), so that ``torch.tensor`` rejects it with its own error
+    instead of numpy turning ``null`` into NaN or ``"1"`` into 1.0."""
+    array = np.asarray(value)
+    if array.dtype.kind not in "fiub":
+        return None
+    return torch.from_numpy(array.astype(np.float32, copy=False))
