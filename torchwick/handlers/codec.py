@@ -19,6 +19,7 @@ import logging
 from typing import Any
 
 from .messages import PredictRequest
+from .pretty_json import dumps_indent2
 
 logger = logging.getLogger("torchwick.model")
 
@@ -76,7 +77,7 @@ def encode_output(value: Any) -> bytes:
         torch.save(value.detach().cpu(), buffer)
         return buffer.getvalue()
     try:
-        return json.dumps(value, indent=2).encode("utf-8")
+        return dumps_indent2(value).encode("utf-8")
     except (TypeError, ValueError) as exc:
         raise UnsupportedOutputError(
             f"Unsupported model output data type: {type(value).__name__} ({exc})"
