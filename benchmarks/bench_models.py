@@ -12,12 +12,17 @@ downloaded. They are saved as TorchScript, which both servers load through
 from __future__ import annotations
 
 import json
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
+
+# The models are the project's example models (one definition for demo, tests and benchmarks).
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from examples.models import MLP, ResNet18
 
 
 @dataclass(frozen=True)
@@ -31,75 +36,6 @@ class BenchModel:
     content_type: str
 
 
-class Mlp(nn.Module):
-    """64 -> 256 -> 256 -> 10."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.layers = nn.Sequential(
-            nn.Linear(64, 256),
-            nn.ReLU(),
-            nn.Linear(256, 256),
-            nn.ReLU(),
-            nn.Linear(256, 10),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out: torch.Tensor = self.layers(x)
-        return out
-
-
-class BasicBlock(nn.Module):
-    """Two 3x3 convolutions with batch norm and a residual connection."""
-
-    def __init__(self, in_channels: int, out_channels: int, stride: int) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(out_channels)
-        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(out_channels)
-        self.relu = nn.ReLU(inplace=True)
-        self.shortcut = nn.Sequential()
-        if stride != 1 or in_channels != out_channels:
-            self.shortcut = nn.Sequential(
-                nn.Conv2d(in_channels, out_channels, 1, stride, bias=False),
-                nn.BatchNorm2d(out_channels),
-            )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        result: torch.Tensor = self.relu(out + self.shortcut(x))
-        return result
-
-
-class ResNet18Shaped(nn.Module):
-    """The ResNet-18 layout: 7x7 stem, four stages of two basic blocks, 1000-way linear head."""
-
-    def __init__(self, num_classes: int = 1000) -> None:
-        super().__init__()
-        self.stem = nn.Sequential(
-            nn.Conv2d(3, 64, 7, 2, 3, bias=False),
-            nn.BatchNorm2d(64),
-            nn.ReLU(inplace=True),
-            nn.MaxPool2d(3, 2, 1),
-        )
-        stages: list[nn.Module] = []
-        in_channels = 64
-        for out_channels, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
-            stages.append(BasicBlock(in_channels, out_channels, stride))
-            stages.append(BasicBlock(out_channels, out_channels, 1))
-            in_channels = out_channels
-        self.stages = nn.Sequential(*stages)
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(512, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stages(self.stem(x))
-        logits: torch.Tensor = self.fc(torch.flatten(self.pool(x), 1))
-        return logits
-
-
 MODEL_NAMES = ("mlp", "resnet")
 
 
@@ -109,13 +45,13 @@ def build_model(name: str, directory: Path, seed: int = 0) -> BenchModel:
     generator = torch.Generator().manual_seed(seed + 1)
     module: nn.Module
     if name == "mlp":
-        module = Mlp()
+        module = MLP()
         shape: tuple[int, ...] = (64,)
         sample = torch.randn(shape, generator=generator)
         body = json.dumps([round(v, 6) for v in sample.tolist()]).encode()
         content_type = "application/json"
     elif name == "resnet":
-        module = ResNet18Shaped()
+        module = ResNet18()
         shape = (3, 224, 224)
         sample = torch.randn(shape, generator=generator)
         body = sample.numpy().astype("<f4").tobytes()

@@ -12,15 +12,15 @@ import sys
 from pathlib import Path
 
 import torch
-from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from examples.models import MLP
 
 
 def build(output_dir: Path) -> None:
     """Write the scripted model and a sample input into ``output_dir``."""
     torch.manual_seed(0)
-    model = nn.Sequential(
-        nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 10)
-    ).eval()
+    model = MLP().eval()
     output_dir.mkdir(parents=True, exist_ok=True)
     torch.jit.script(model).save(str(output_dir / "mlp.pt"))
     sample = [round(float(x), 4) for x in torch.randn(64)]
