@@ -4,8 +4,9 @@
 ``python -m torchwick.server --foreground``) and returns the process exit code:
 0 after a clean shutdown, 1 when the server could not start.
 
-Everything runs on one uvloop event loop: one uvicorn ``Server`` per listener (httptools, no
-lifespan, no uvicorn access log), the data plane's batchers and the worker supervisor.
+Everything runs on one uvloop event loop: one uvicorn ``Server`` per listener (a FastAPI app
+under the serving middleware; httptools, no lifespan, no uvicorn access log), the data plane's
+batchers and the worker supervisor.
 Listeners whose addresses are equal share one socket and one router (TorchServe serves
 inference and management on one port when their addresses match).
 
@@ -23,10 +24,8 @@ import socket
 import time
 from dataclasses import dataclass, field
 
-import uvicorn
-
 from .api.assembly import RestApis
-from .api.serving import ListenerError, open_listener, start_uvicorn
+from .api.serving import ListenerError, RunningListener, open_listener, start_uvicorn
 from .config.addresses import ListenAddress, parse_address
 from .config.errors import ConfigError
 from .dataplane import DataPlane
@@ -99,9 +98,8 @@ class _Server:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.stop = asyncio.Event()
-        self.startup_done = False
         self.signals = 0
-        self.servers: list[uvicorn.Server] = []
+        self.servers: list[RunningListener] = []
 
     async def run(self) -> int:
         settings = self.settings
@@ -116,8 +114,9 @@ class _Server:
         hostname = socket.gethostname()
         model_metrics = ModelMetrics(hostname, settings.log_location / MODEL_METRICS_FILE)
         supervisor = WorkerSupervisor(settings, on_metrics=model_metrics.record)
-        plane = DataPlane(settings, supervisor)
-        metrics = FrontendMetrics(hostname, queue_source=plane.batcher_stats)
+        metrics = FrontendMetrics(hostname)
+        plane = DataPlane(settings, supervisor, accounting=metrics)
+        metrics.queue_source = plane.batcher_stats
         metrics.registry.register(model_metrics)
         access_log = AccessLog(settings.log_location / ACCESS_LOG_FILE)
         parts = _Parts(plane, supervisor, tokens, access_log, model_metrics, plans)
@@ -154,7 +153,6 @@ class _Server:
             parts.plane,
             metrics,
             parts.tokens,
-            startup_done=lambda: self.startup_done,
             access_log=parts.access_log,
         )
         for plan in parts.plans:
@@ -176,7 +174,6 @@ class _Server:
             await plane.load_startup_models()
         except Exception:
             log.exception("loading the startup models failed; the server keeps running")
-        self.startup_done = True
         log.info("Model server started.")
         print("Model server started.", flush=True)
 
@@ -188,7 +185,7 @@ class _Server:
             if self.signals > 1:
                 # A second signal: stop waiting for in-flight requests.
                 for server in self.servers:
-                    server.force_exit = True
+                    server.force()
 
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, on_signal, sig)
@@ -197,7 +194,7 @@ class _Server:
         """Stop listeners (draining in-flight requests), then the workers; delete the key
         file and unix sockets; flush the access log. Never raises."""
         results = await asyncio.gather(
-            *(server.shutdown() for server in self.servers), return_exceptions=True
+            *(server.stop() for server in self.servers), return_exceptions=True
         )
         for result in results:
             if isinstance(result, BaseException):

@@ -1,8 +1,10 @@
 """Typed errors of the server and the one table that maps them to HTTP and gRPC status.
 
-Every layer raises one of these; the REST and gRPC adapters look the type up in
-``ERROR_TABLE`` (never the message text) to answer. ``type_name`` is the value of the
-``type`` field in TorchServe's error JSON, kept so that clients matching on it still work.
+Every layer raises one of these; every adapter (REST, gRPC, OIP) looks the type up in
+``ERROR_TABLE`` (never the message text) to answer, and a bare status that a worker or a
+handler chose is answered from the same table (``status_for_http``); there is no second
+table. ``type_name`` is the value of the ``type`` field in TorchServe's error JSON, kept so
+that clients matching on it still work.
 """
 
 from __future__ import annotations
@@ -131,29 +133,33 @@ ERROR_TABLE: dict[type[TorchwickError], ErrorStatus] = {
 }
 
 
-#: gRPC code name for an HTTP status a handler chose (TorchServe's mapping).
-HTTP_TO_GRPC: dict[int, str] = {
-    400: "INVALID_ARGUMENT",
-    401: "UNAUTHENTICATED",
-    403: "PERMISSION_DENIED",
-    404: "NOT_FOUND",
-    409: "ABORTED",
-    413: "RESOURCE_EXHAUSTED",
-    416: "OUT_OF_RANGE",
-    429: "RESOURCE_EXHAUSTED",
-    499: "CANCELLED",
-    501: "UNIMPLEMENTED",
-    503: "UNAVAILABLE",
-    504: "DEADLINE_EXCEEDED",
-}
+#: The class that answers a bare HTTP status (a worker-side failure, a handler's chosen
+#: status): the first class in ``ERROR_TABLE`` with that status.
+_BY_HTTP: dict[int, type[TorchwickError]] = {}
+for _cls, _status in ERROR_TABLE.items():
+    _BY_HTTP.setdefault(_status.http_status, _cls)
+
+
+def error_class_for_http(status: int) -> type[TorchwickError]:
+    """The error type a bare HTTP status stands for (``error_class_for_http(507)`` is
+    ``OutOfResources``); an unlisted 4xx is ``BadRequest``, anything else ``InternalError``."""
+    found = _BY_HTTP.get(status)
+    if found is not None:
+        return found
+    return BadRequest if 400 <= status < 500 else InternalError
+
+
+def status_for_http(status: int) -> ErrorStatus:
+    """The table's answer for a bare HTTP status, keeping that status (a handler that chose
+    418 answers 418, with ``BadRequest``'s type name and gRPC code)."""
+    found = ERROR_TABLE[error_class_for_http(status)]
+    if found.http_status == status:
+        return found
+    return ErrorStatus(status, found.type_name, found.grpc_code)
 
 
 def grpc_code_for_http(status: int) -> str:
-    """gRPC code name for an HTTP status: the table, else by class (4xx, 5xx, 2xx)."""
-    if status in HTTP_TO_GRPC:
-        return HTTP_TO_GRPC[status]
+    """gRPC code name for an HTTP status: ``OK`` for 2xx, else the table's code."""
     if 200 <= status < 300:
         return "OK"
-    if 400 <= status < 500:
-        return "FAILED_PRECONDITION"
-    return "INTERNAL"
+    return status_for_http(status).grpc_code

@@ -1,28 +1,37 @@
 """Assemble the REST APIs into one ASGI app per listener.
 
-``RestApis`` builds the inference, management and metrics endpoints once;
-``listener_app(["inference", "management"])`` gives the app for a listener that serves those
-APIs (plus its own API description). The composition root and the tests both use this, so
-what the tests drive is what the server runs.
+``RestApis`` holds what every listener shares (the data plane, tokens, metrics, access log);
+``listener_app(["inference", "management"])`` gives the app for a listener serving those APIs:
+a FastAPI app (management, metrics, ``/openapi.json``, ``/docs``, TorchServe's ``OPTIONS /``
+and ``/api-description``) with the inference routes mounted as raw ASGI Starlette routes,
+wrapped in the serving middleware. The composition root and the tests both use this, so what
+the tests drive is what the server runs.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Literal, Protocol
+
+from fastapi import FastAPI
+from fastapi.responses import Response
+from starlette.types import ASGIApp
 
 from torchwick.server.observability.metrics import FrontendMetrics
 from torchwick.server.settings import Settings
 
-from .asgi import fixed_headers
-from .listener import AccessRecorder, ListenerApp
-from .openapi import ApiDescription
-from .ports import ManagementPlane
-from .rest_inference import InferenceApi
-from .rest_management import ManagementApi
-from .rest_metrics import MetricsApi
-from .router import Route, Router
-from .tokens_port import TokenChecker, TokenRotator
+from .api_docs import ApiDocuments
+from .errors_http import install_error_handlers
+from .middleware import AccessRecorder, ServingMiddleware
+from .responses import JSON_CONTENT_TYPE, fixed_headers, json_bytes
+from .rest_inference import InferenceApi, InferencePlane
+from .rest_management import (
+    ManagementPlane,
+    TokenAuthorityLike,
+    management_router,
+    token_router,
+)
+from .rest_metrics import metrics_router
 
 ApiName = Literal["inference", "management", "metrics"]
 
@@ -33,8 +42,8 @@ TITLES: dict[str, str] = {
 }
 
 
-class TokenAuthorityLike(TokenChecker, TokenRotator, Protocol):
-    """Checks and rotates tokens (``TokenAuthority``)."""
+class RestPlane(InferencePlane, ManagementPlane, Protocol):
+    """What the REST APIs need from the data plane (``DataPlane`` satisfies it)."""
 
 
 class RestApis:
@@ -43,48 +52,79 @@ class RestApis:
     def __init__(
         self,
         settings: Settings,
-        plane: ManagementPlane,
+        plane: RestPlane,
         metrics: FrontendMetrics,
         tokens: TokenAuthorityLike | None,
         *,
-        startup_done: Callable[[], bool] = lambda: True,
         access_log: AccessRecorder | None = None,
     ) -> None:
+        self.settings = settings
+        self.plane = plane
         self.metrics = metrics
         self.tokens = tokens
         self.access_log = access_log
         self.fixed_headers = fixed_headers(settings)
-        self.inference = InferenceApi(
-            plane,
-            metrics,
-            max_request_size=settings.max_request_size,
-            forward_authorization=tokens is None,
-            startup_done=startup_done,
-        )
-        self.management = ManagementApi(
-            plane,
-            metrics,
-            tokens,
-            enable_model_api=settings.enable_model_api,
-            max_request_size=settings.max_request_size,
-        )
-        self.metrics_api = MetricsApi(metrics.registry)
-        self._routes: dict[str, list[Route]] = {
-            "inference": self.inference.routes(),
-            "management": self.management.routes(),
-            "metrics": self.metrics_api.routes(),
-        }
 
-    def listener_app(self, apis: Sequence[str]) -> ListenerApp:
-        """The ASGI app of a listener serving ``apis`` (and ``OPTIONS /``/``/api-description``)."""
-        description = ApiDescription(" + ".join(TITLES[api] for api in apis))
-        routes = [route for api in apis for route in self._routes[api]]
-        router = Router([*routes, *description.routes()])
-        description.bind(router.routes)
-        return ListenerApp(
-            router,
+    def listener_app(self, apis: Sequence[str]) -> ASGIApp:
+        """The ASGI app of a listener serving ``apis`` (see the module docs)."""
+        settings = self.settings
+        docs = ApiDocuments(" + ".join(TITLES[api] for api in apis))
+        app = FastAPI(
+            title=docs.title,
+            openapi_url="/openapi.json",
+            docs_url="/docs",
+            redoc_url=None,
+            redirect_slashes=False,
+        )
+        install_error_handlers(app)
+        if "inference" in apis:
+            inference = InferenceApi(
+                self.plane,
+                self.tokens,
+                max_request_size=settings.max_request_size,
+                docs=docs,
+            )
+            # First: the prediction routes are the hot path, and Starlette tries routes in order.
+            app.router.routes[0:0] = inference.routes()
+            docs.extra_paths.append(inference.paths)
+        if "management" in apis:
+            app.include_router(
+                management_router(
+                    self.plane,
+                    self.metrics,
+                    self.tokens,
+                    enable_model_api=settings.enable_model_api,
+                    max_request_size=settings.max_request_size,
+                    docs=docs,
+                )
+            )
+            if self.tokens is not None:
+                app.include_router(token_router(self.tokens))
+        if "metrics" in apis:
+            app.include_router(metrics_router(self.metrics.registry))
+
+        async def api_description() -> Response:
+            document = json_bytes(docs.listener_document())
+            return Response(document, 200, media_type=JSON_CONTENT_TYPE.decode())
+
+        app.add_api_route(
+            "/",
+            api_description,
+            methods=["OPTIONS"],
+            operation_id="apiDescription",
+            summary="TorchServe's API description of this listener (OpenAPI 3.0.1).",
+        )
+        app.add_api_route(
+            "/api-description",
+            api_description,
+            methods=["GET", "POST", "PUT", "DELETE", "OPTIONS"],
+            include_in_schema=False,
+        )
+        docs.bind(app)
+        return ServingMiddleware(
+            app,
             self.fixed_headers,
-            tokens=self.tokens,
+            max_request_size=settings.max_request_size,
             metrics=self.metrics,
             access_log=self.access_log,
         )

@@ -3,15 +3,12 @@
 TorchServe runs queued requests even after their clients disconnected; torchwick cancels the
 data plane call instead (which drops a still-queued request before it reaches a worker).
 
-The cheap way, used under uvicorn: its request cycle (the object behind ``receive``) carries a
-``disconnected`` flag that the connection sets when it is lost. ``DisconnectMonitor`` keeps the
-in-flight requests in a dict and looks at those flags every ``interval`` seconds, from one
-timer that runs only while requests are in flight. Per request that is a dict insert and a
-delete (well under a microsecond); the alternative, a watcher task awaiting ``receive()`` per
-request, measured about 8 us of frontend CPU per request.
-
-For an ASGI server without that flag the monitor falls back to a watcher task per request,
-started only once the request has been in flight for ``interval`` (fast requests never pay).
+Only the public ASGI contract is used: once a request's body has been read, the next
+``receive()`` returns ``http.disconnect`` when the client leaves (or when the response is
+complete). A watcher task awaiting it costs about 8 us of frontend CPU per request, so it is
+started only once a request has been in flight for ``interval`` seconds: fast requests (the
+common case) pay one timer, and a slow one is cancelled within ``interval`` of its client
+leaving.
 """
 
 from __future__ import annotations
@@ -19,7 +16,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from .asgi import Receive
+from .responses import Receive
 
 DEFAULT_INTERVAL_S = 0.02
 
@@ -27,10 +24,9 @@ DEFAULT_INTERVAL_S = 0.02
 class Watch:
     """One watched request; ``disconnected`` tells why its task was cancelled."""
 
-    __slots__ = ("disconnected", "monitor", "receive", "stopped", "task", "timer", "watcher")
+    __slots__ = ("disconnected", "receive", "stopped", "task", "timer", "watcher")
 
-    def __init__(self, monitor: DisconnectMonitor, task: asyncio.Task[Any], receive: Receive):
-        self.monitor = monitor
+    def __init__(self, task: asyncio.Task[Any], receive: Receive) -> None:
         self.task = task
         self.receive = receive
         self.disconnected = False
@@ -43,16 +39,11 @@ class Watch:
         if self.stopped:
             return
         self.stopped = True
-        self.monitor.inflight.pop(self, None)
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
-
-    def cancel_task(self) -> None:
-        self.disconnected = True
-        self.task.cancel()
-
-    # -- fallback: a watcher task --------------------------------------------------------
+        if self.watcher is not None and not self.watcher.done():
+            self.watcher.cancel()
 
     def start_watcher(self) -> None:
         self.timer = None
@@ -61,42 +52,24 @@ class Watch:
             self.watcher = asyncio.get_running_loop().create_task(self._watch())
 
     async def _watch(self) -> None:
-        # uvicorn-like servers answer ``http.disconnect`` both when the client leaves and once
-        # the response is complete; ``stopped`` tells the two apart.
+        # ASGI servers answer ``http.disconnect`` both when the client leaves and once the
+        # response is complete; ``stopped`` tells the two apart.
         message = await self.receive()
         if message["type"] == "http.disconnect" and not self.stopped:
-            self.cancel_task()
+            self.disconnected = True
+            self.task.cancel()
 
 
 class DisconnectMonitor:
-    """Watches in-flight requests of one event loop (see the module docs)."""
+    """Starts watches for in-flight requests of one event loop (see the module docs)."""
 
     def __init__(self, interval: float = DEFAULT_INTERVAL_S) -> None:
         self.interval = interval
-        #: watch -> the server's request cycle (its ``disconnected`` flag is read).
-        self.inflight: dict[Watch, Any] = {}
-        self._sweeper: asyncio.TimerHandle | None = None
 
     def watch(self, receive: Receive) -> Watch:
         """Start watching the current task's request; call ``Watch.stop`` when done."""
         task = asyncio.current_task()
         assert task is not None, "watch() must be called from a task"
-        watch = Watch(self, task, receive)
-        cycle = getattr(receive, "__self__", None)
-        loop = asyncio.get_running_loop()
-        if cycle is not None and hasattr(cycle, "disconnected"):
-            self.inflight[watch] = cycle
-            if self._sweeper is None:
-                self._sweeper = loop.call_later(self.interval, self._sweep)
-        else:
-            watch.timer = loop.call_later(self.interval, watch.start_watcher)
+        watch = Watch(task, receive)
+        watch.timer = asyncio.get_running_loop().call_later(self.interval, watch.start_watcher)
         return watch
-
-    def _sweep(self) -> None:
-        self._sweeper = None
-        for watch, cycle in list(self.inflight.items()):
-            if cycle.disconnected:
-                del self.inflight[watch]
-                watch.cancel_task()
-        if self.inflight:
-            self._sweeper = asyncio.get_running_loop().call_later(self.interval, self._sweep)

@@ -1,6 +1,8 @@
-"""Management API inputs, validated with pydantic at the edge.
+"""``POST /models`` inputs, validated with pydantic at the edge.
 
-Query strings (and, for register, a JSON body) become these models. Unknown parameters are
+Registration takes its parameters from the query string and a JSON body alike, so they are
+merged and validated here rather than declared as FastAPI query parameters (the other routes
+declare theirs). Unknown parameters are
 ignored, as in TorchServe. A value that does not parse (``batch_size=abc``) is a 400 naming
 the parameter; TorchServe silently treats such values as absent, which hides typos, so this is
 a deliberate difference (``docs/api.md``). Booleans accept ``true/false`` in any case (also
@@ -16,8 +18,6 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from torchwick.server.errors import BadRequest
-
-LIST_LIMIT_MAX = 100
 
 
 class _Params(BaseModel):
@@ -42,44 +42,6 @@ class RegisterParams(_Params):
     s3_sse_kms: bool = False
 
 
-class ScaleParams(_Params):
-    """``PUT /models/{m}[/{v}]``; ``timeout`` and ``number_gpu`` are accepted and ignored."""
-
-    min_worker: int = 1
-    max_worker: int | None = None
-    synchronous: bool = False
-    model_version: str | None = None
-
-
-class ListParams(_Params):
-    """``GET /models``; out-of-range values are clamped as TorchServe does."""
-
-    limit: int = LIST_LIMIT_MAX
-    next_page_token: int = 0
-
-    @property
-    def clamped_limit(self) -> int:
-        """``limit`` outside 0..100 means 100."""
-        return self.limit if 0 <= self.limit <= LIST_LIMIT_MAX else LIST_LIMIT_MAX
-
-    @property
-    def offset(self) -> int:
-        """``next_page_token`` below 0 means 0."""
-        return max(self.next_page_token, 0)
-
-
-class DescribeParams(_Params):
-    """``GET /models/{m}[/{v}]``."""
-
-    customized: bool = False
-
-
-class TokenParams(_Params):
-    """``GET /token``."""
-
-    type: str | None = None
-
-
 ParamsT = TypeVar("ParamsT", bound=_Params)
 
 
@@ -102,7 +64,8 @@ def parse_json_object(body: bytes) -> dict[str, Any]:
     return value
 
 
-_EXPECTED = {
+#: What a parameter should have been, by pydantic error type (also used for FastAPI's).
+EXPECTED_VALUE = {
     "int_parsing": "an integer",
     "int_type": "an integer",
     "int_from_float": "an integer",
@@ -116,6 +79,6 @@ def _describe(exc: ValidationError, values: Mapping[str, Any]) -> str:
     problems = []
     for error in exc.errors():
         name = ".".join(str(part) for part in error["loc"]) or "request"
-        expected = _EXPECTED.get(error["type"], error["msg"])
+        expected = EXPECTED_VALUE.get(error["type"], error["msg"])
         problems.append(f"Invalid value for parameter {name}: {values.get(name)!r} ({expected})")
     return "; ".join(problems)

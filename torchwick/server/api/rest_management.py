@@ -1,216 +1,137 @@
-"""The REST management API: list, register, describe, scale, set-default, unregister, tokens.
+"""The REST management API on FastAPI: list, register, describe, scale, set-default,
+unregister, KServe v1 readiness and token rotation.
 
 Routes and codes are TorchServe's (see ``docs/api.md``). Secure defaults: ``POST /models``
-and ``DELETE /models/...`` answer 405 unless ``enable_model_api`` is on; every route but the
-API description needs the management token (``GET /token`` needs the API key) when token
-authorization is on. Operation outcomes come from the data plane's ``ManagementResult`` and
-are sent as ``{"status": "..."}``; failures are ``TorchwickError``s answered by the listener.
+and ``DELETE /models/...`` answer 405 unless ``enable_model_api`` is on; every route needs the
+management token (``GET /token`` needs the API key) when token authorization is on. Outcomes
+come from the data plane as ``OperationResult``s and are sent as ``{"status": "..."}`` with
+TorchServe's 200/202/206; failures are ``TorchwickError``s answered by the app's handlers.
+
+Query parameters are declared with their types, so FastAPI validates them and documents them;
+a value that does not parse is TorchServe's 400 JSON naming the parameter (``errors_http``).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, Protocol
 
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import Response
+
+from torchwick.server.contracts import ModelPage, ModelStatus, OperationResult
 from torchwick.server.dataplane import RegisterRequest
 from torchwick.server.errors import BadRequest, MethodNotAllowed
-from torchwick.server.observability.metrics import FrontendMetrics
 
-from .asgi import JSON_CONTENT_TYPE, Request
+from .api_docs import ApiDocuments
 from .inputs import mime_type
-from .management_params import (
-    DescribeParams,
-    ListParams,
-    RegisterParams,
-    ScaleParams,
-    TokenParams,
-    parse_json_object,
-    parse_params,
-)
-from .openapi import describe_model
-from .ports import ManagementPlane
-from .router import NOT_ALLOWED_MESSAGE, Operation, Parameter, Route
-from .tokens_port import TokenRotator
+from .management_params import RegisterParams, parse_json_object, parse_params
+from .responses import JSON_CONTENT_TYPE, NOT_ALLOWED_MESSAGE, json_bytes, read_body
+from .rest_render import OUTCOME_STATUS, render_page, render_status
+from .tokens_port import TokenChecker, TokenRotator
 
 MODEL_API_DISABLED = (
     f"{NOT_ALLOWED_MESSAGE} The model API is disabled; enable it with enable_model_api=true "
     "or --enable-model-api."
 )
+LIST_LIMIT_MAX = 100
 
-_M = Parameter("model_name", "path", "Name of the model.")
-_V = Parameter("model_version", "path", "Version of the model ('all' to describe every version).")
-_Q_LIMIT = Parameter("limit", "query", "Page size (0-100).", "integer", default=100)
-_Q_TOKEN = Parameter("next_page_token", "query", "Offset of the page.", "integer", default=0)
-_Q_CUSTOM = Parameter("customized", "query", "Add the handler's metadata.", "boolean")
-_REGISTER_QUERY = (
-    Parameter("url", "query", "Archive name in the model store, or an allowed URL.", required=True),
-    Parameter("model_name", "query", "Overrides the manifest's model name."),
-    Parameter("handler", "query", "Overrides the manifest's handler."),
-    Parameter("runtime", "query", "Runtime (python)."),
-    Parameter("batch_size", "query", "Inference batch size.", "integer", default=1),
-    Parameter("max_batch_delay", "query", "Max batch wait in ms.", "integer", default=100),
-    Parameter("initial_workers", "query", "Workers to start.", "integer", default=0),
-    Parameter("synchronous", "query", "Wait for the workers.", "boolean", default=True),
-    Parameter("response_timeout", "query", "Seconds a worker may take.", "integer"),
-    Parameter("startup_timeout", "query", "Seconds a worker may take to load.", "integer"),
-)
-_SCALE_QUERY = (
-    Parameter("min_worker", "query", "Minimum workers.", "integer", default=1),
-    Parameter("max_worker", "query", "Maximum workers (default min_worker).", "integer"),
-    Parameter("synchronous", "query", "Wait for the workers.", "boolean", default=False),
-    Parameter("model_version", "query", "Version (instead of the path)."),
-)
-_AUTH_ERRORS = ((400, "Bad parameter."), (401, "Missing or wrong management token."))
-_NOT_FOUND = ((404, "Model or version not found."),)
+Customized = Annotated[bool, Query(description="Add the handler's metadata.")]
+MinWorker = Annotated[int, Query(description="Minimum workers.")]
+MaxWorker = Annotated[int | None, Query(description="Maximum workers (default min_worker).")]
+ScaleSynchronous = Annotated[bool, Query(description="Wait for the workers.")]
 
 
-class ManagementApi:
-    """Endpoints of the management listener; ``routes()`` lists them for the router."""
+class ManagementPlane(Protocol):
+    """The part of the data plane the management routes use."""
 
-    def __init__(
+    async def register(self, req: RegisterRequest) -> OperationResult: ...
+    async def scale(
         self,
-        plane: ManagementPlane,
-        metrics: FrontendMetrics,
-        tokens: TokenRotator | None,
-        *,
-        enable_model_api: bool,
-        max_request_size: int,
-        title: str = "torchwick management API",
-    ) -> None:
-        self.plane = plane
-        self.metrics = metrics
-        self.tokens = tokens
-        self.enable_model_api = enable_model_api
-        self.max_request_size = max_request_size
-        self.title = title
-        self._routes: list[Route] = []
+        model: str,
+        version: str | None,
+        min_worker: int,
+        max_worker: int | None,
+        synchronous: bool,
+    ) -> OperationResult: ...
+    def describe(
+        self, model: str, version: str | None, *, all_versions: bool = False
+    ) -> list[ModelStatus]: ...
+    async def describe_customized(self, model: str, version: str | None) -> list[ModelStatus]: ...
+    def list_models(self, limit: int, offset: int) -> ModelPage: ...
+    async def unregister(self, model: str, version: str | None) -> OperationResult: ...
+    def set_default(self, model: str, version: str) -> OperationResult: ...
+    def model_ready(self, model: str, version: str | None = None) -> bool: ...
 
-    def routes(self) -> list[Route]:
-        """The management routes with their documents."""
-        if self._routes:
-            return self._routes
-        status_ok = ((200, "Done."), (202, "Accepted; workers are being updated."))
-        self._routes = [
-            Route.make(
-                "/models",
-                {"GET": self._list, "POST": self._register},
-                "management",
-                {
-                    "GET": Operation("listModels", "List models.", (_Q_LIMIT, _Q_TOKEN)),
-                    "POST": Operation(
-                        "registerModel",
-                        "Register a model (405 unless enable_model_api).",
-                        _REGISTER_QUERY,
-                        request_body=("application/json",),
-                        responses=(
-                            *status_ok,
-                            (206, "Workers scaling in progress."),
-                            *_AUTH_ERRORS,
-                            (404, "Archive not found or URL not allowed."),
-                            (405, "Model API disabled."),
-                            (409, "That model name and version are registered already."),
-                            (500, "Workers failed to start."),
-                        ),
-                    ),
-                },
-            ),
-            self._model_route("/models/{model_name}", (_M,)),
-            self._model_route("/models/{model_name}/{model_version}", (_M, _V)),
-            Route.make(
-                "/models/{model_name}/{model_version}/set-default",
-                {"PUT": self._set_default},
-                "management",
-                {
-                    "PUT": Operation(
-                        "setDefault",
-                        "Make this version the default.",
-                        (_M, _V),
-                        responses=((200, "Default updated."), *_AUTH_ERRORS, *_NOT_FOUND),
-                    )
-                },
-            ),
-            Route.make(
-                "/v1/models/{model_name}",
-                {"GET": self._ready},
-                "management",
-                {"GET": Operation("modelReady", "KServe v1 readiness.", (_M,))},
-            ),
-        ]
-        if self.tokens is not None:
-            # Only with token authorization on: otherwise there are no keys to rotate.
-            self._routes.append(
-                Route.make(
-                    "/token",
-                    {"GET": self._rotate},
-                    "api",
-                    {
-                        "GET": Operation(
-                            "rotateToken",
-                            "Replace the inference or management key (needs the API key).",
-                            (Parameter("type", "query", "inference or management", required=True),),
-                            responses=((200, "Rotated."), *_AUTH_ERRORS),
-                        )
-                    },
-                )
-            )
-        return self._routes
 
-    def _model_route(self, pattern: str, params: tuple[Parameter, ...]) -> Route:
-        errors = (*_AUTH_ERRORS, *_NOT_FOUND)
-        return Route.make(
-            pattern,
-            {
-                "GET": self._describe,
-                "PUT": self._scale,
-                "DELETE": self._unregister,
-                "OPTIONS": self._model_api,
-            },
-            "management",
-            {
-                "GET": Operation(
-                    f"describeModel{len(params)}",
-                    "Describe.",
-                    (*params, _Q_CUSTOM),
-                    responses=((200, "Description (a list)."), *errors),
-                ),
-                "PUT": Operation(
-                    f"scaleModel{len(params)}",
-                    "Scale workers.",
-                    (*params, *_SCALE_QUERY),
-                    responses=((200, "Scaled."), (202, "Scaling."), (206, "In progress."), *errors),
-                ),
-                "DELETE": Operation(
-                    f"unregisterModel{len(params)}",
-                    "Unregister (405 unless enable_model_api).",
-                    params,
-                    responses=(
-                        (200, "Unregistered."),
-                        *errors,
-                        (403, "Cannot remove the default version while others exist."),
-                        (405, "Model API disabled."),
-                        (408, "Timed out."),
-                    ),
-                ),
-            },
-        )
+class ModelForgetter(Protocol):
+    """Drops an unregistered model's metric series (``FrontendMetrics.forget_model``)."""
 
-    # -- endpoints ---------------------------------------------------------------------------
+    def forget_model(self, model: str, version: str | None = None) -> None: ...
 
-    async def _list(self, request: Request) -> None:
-        params = parse_params(ListParams, request.query)
-        await request.respond_json(200, self.plane.list_models(params.clamped_limit, params.offset))
 
-    async def _register(self, request: Request) -> None:
-        if not self.enable_model_api:
+class TokenAuthorityLike(TokenChecker, TokenRotator, Protocol):
+    """Checks and rotates tokens (``TokenAuthority``)."""
+
+
+def json_response(status: int, value: Any) -> Response:
+    """Frontend JSON as TorchServe writes it (pretty, newline-terminated)."""
+    return Response(json_bytes(value), status, media_type=JSON_CONTENT_TYPE.decode())
+
+
+def _status(result: OperationResult) -> Response:
+    return json_response(OUTCOME_STATUS[result.outcome], {"status": result.message})
+
+
+def _authorization(request: Request) -> str | None:
+    return request.headers.get("authorization")
+
+
+def management_router(
+    plane: ManagementPlane,
+    metrics: ModelForgetter,
+    tokens: TokenAuthorityLike | None,
+    *,
+    enable_model_api: bool,
+    max_request_size: int,
+    docs: ApiDocuments,
+) -> APIRouter:
+    """The management routes (see the module docs)."""
+    guarded: list[Any] = []
+    if tokens is not None:
+
+        def require_management(request: Request) -> None:
+            tokens.check("management", _authorization(request))
+
+        guarded = [Depends(require_management)]
+    router = APIRouter(dependencies=guarded)
+
+    @router.get("/models", operation_id="listModels", summary="List models.")
+    async def list_models(
+        limit: Annotated[int, Query(description="Page size (0-100).")] = LIST_LIMIT_MAX,
+        next_page_token: Annotated[int, Query(description="Offset of the page.")] = 0,
+    ) -> Response:
+        return json_response(200, render_page(plane.list_models(limit, next_page_token)))
+
+    @router.post(
+        "/models",
+        operation_id="registerModel",
+        summary="Register a model (405 unless enable_model_api).",
+        openapi_extra={"parameters": _register_parameters()},
+    )
+    async def register(request: Request) -> Response:
+        if not enable_model_api:
             raise MethodNotAllowed(MODEL_API_DISABLED)
-        values: dict[str, Any] = dict(request.query)
-        if mime_type(request.header(b"content-type")) == "application/json":
-            body = await request.read_body(self.max_request_size)
+        values: dict[str, Any] = dict(request.query_params)
+        if mime_type(request.headers.get("content-type", "").encode("latin-1")) == (
+            "application/json"
+        ):
+            body = await read_body(request.scope, request.receive, max_request_size)
             if body.strip():
                 values.update(parse_json_object(body))
         params = parse_params(RegisterParams, values)
         if not params.url:
             raise BadRequest("Parameter url is required.")
-        result = await self.plane.register(
+        result = await plane.register(
             RegisterRequest(
                 url=params.url,
                 model_name=params.model_name,
@@ -224,63 +145,142 @@ class ManagementApi:
                 startup_timeout=params.startup_timeout,
             )
         )
-        await request.respond_json(result.status_code, {"status": result.message})
+        return _status(result)
 
-    async def _describe(self, request: Request) -> None:
-        model = request.params["model_name"]
-        version = request.params.get("model_version")
-        params = parse_params(DescribeParams, request.query)
+    async def describe(model: str, version: str | None, customized: bool) -> Response:
         if version == "all":
-            document = self.plane.describe(model, None, all_versions=True)
-        elif params.customized:
-            document = await self.plane.describe_customized(model, version)
+            statuses = plane.describe(model, None, all_versions=True)
+        elif customized:
+            statuses = await plane.describe_customized(model, version)
         else:
-            document = self.plane.describe(model, version)
-        await request.respond_json(200, document)
+            statuses = plane.describe(model, version)
+        return json_response(200, [render_status(s) for s in statuses])
 
-    async def _scale(self, request: Request) -> None:
-        params = parse_params(ScaleParams, request.query)
-        version = request.params.get("model_version") or params.model_version
-        result = await self.plane.scale(
-            request.params["model_name"],
-            version,
-            params.min_worker,
-            params.max_worker,
-            params.synchronous,
-        )
-        await request.respond_json(result.status_code, {"status": result.message})
-
-    async def _unregister(self, request: Request) -> None:
-        if not self.enable_model_api:
+    async def unregister(model: str, version: str | None) -> Response:
+        if not enable_model_api:
             raise MethodNotAllowed(MODEL_API_DISABLED)
-        model = request.params["model_name"]
-        version = request.params.get("model_version")
-        result = await self.plane.unregister(model, version)
-        if result.status_code < 300:
-            self.metrics.forget_model(model, version)
-        await request.respond_json(result.status_code, {"status": result.message})
+        result = await plane.unregister(model, version)
+        metrics.forget_model(model, version)
+        return _status(result)
 
-    async def _set_default(self, request: Request) -> None:
-        params = request.params
-        result = self.plane.set_default(params["model_name"], params["model_version"])
-        await request.respond_json(result.status_code, {"status": result.message})
+    async def model_api(model: str, version: str | None) -> Response:
+        plane.describe(model, None if version == "all" else version)  # 404s if unknown
+        return json_response(200, docs.model_document("/models/{model_name}", model))
 
-    async def _ready(self, request: Request) -> None:
-        model = request.params["model_name"]
-        await request.respond_json(200, {"name": model, "ready": self.plane.model_ready(model)})
+    unversioned = "/models/{model_name}"
+    versioned = "/models/{model_name}/{model_version}"
 
-    async def _rotate(self, request: Request) -> None:
-        assert self.tokens is not None  # the route exists only with token authorization
-        params = parse_params(TokenParams, request.query)
-        if params.type is None:
+    @router.get(unversioned, operation_id="describeModel1", summary="Describe.")
+    async def describe_default(model_name: str, customized: Customized = False) -> Response:
+        return await describe(model_name, None, customized)
+
+    @router.get(
+        versioned, operation_id="describeModel2", summary="Describe ('all': every version)."
+    )
+    async def describe_version(
+        model_name: str, model_version: str, customized: Customized = False
+    ) -> Response:
+        return await describe(model_name, model_version, customized)
+
+    @router.put(unversioned, operation_id="scaleModel1", summary="Scale workers.")
+    async def scale_default(
+        model_name: str,
+        min_worker: MinWorker = 1,
+        max_worker: MaxWorker = None,
+        synchronous: ScaleSynchronous = False,
+        model_version: Annotated[str | None, Query(description="Version to scale.")] = None,
+    ) -> Response:
+        result = await plane.scale(model_name, model_version, min_worker, max_worker, synchronous)
+        return _status(result)
+
+    @router.put(versioned, operation_id="scaleModel2", summary="Scale workers.")
+    async def scale_version(
+        model_name: str,
+        model_version: str,
+        min_worker: MinWorker = 1,
+        max_worker: MaxWorker = None,
+        synchronous: ScaleSynchronous = False,
+    ) -> Response:
+        result = await plane.scale(model_name, model_version, min_worker, max_worker, synchronous)
+        return _status(result)
+
+    unregister_summary = (
+        "Unregister (405 unless enable_model_api; 403 for the default version while others exist)."
+    )
+
+    @router.delete(unversioned, operation_id="unregisterModel1", summary=unregister_summary)
+    async def unregister_default(model_name: str) -> Response:
+        return await unregister(model_name, None)
+
+    @router.delete(versioned, operation_id="unregisterModel2", summary=unregister_summary)
+    async def unregister_version(model_name: str, model_version: str) -> Response:
+        return await unregister(model_name, model_version)
+
+    @router.options(unversioned, include_in_schema=False)
+    async def model_api_default(model_name: str) -> Response:
+        return await model_api(model_name, None)
+
+    @router.options(versioned, include_in_schema=False)
+    async def model_api_version(model_name: str, model_version: str) -> Response:
+        return await model_api(model_name, model_version)
+
+    @router.put(
+        "/models/{model_name}/{model_version}/set-default",
+        operation_id="setDefault",
+        summary="Make this version the default.",
+    )
+    async def set_default(model_name: str, model_version: str) -> Response:
+        return _status(plane.set_default(model_name, model_version))
+
+    @router.get(
+        "/v1/models/{model_name}", operation_id="modelReady", summary="KServe v1 readiness."
+    )
+    async def ready(model_name: str) -> Response:
+        return json_response(200, {"name": model_name, "ready": plane.model_ready(model_name)})
+
+    return router
+
+
+def token_router(tokens: TokenAuthorityLike) -> APIRouter:
+    """``GET /token`` (only with token authorization on: otherwise there are no keys)."""
+
+    def require_api_key(request: Request) -> None:
+        tokens.check_api_key(_authorization(request))
+
+    router = APIRouter(dependencies=[Depends(require_api_key)])
+
+    @router.get(
+        "/token",
+        operation_id="rotateToken",
+        summary="Replace the inference or management key (needs the API key).",
+    )
+    async def rotate(
+        type: Annotated[str | None, Query(description="inference or management")] = None,
+    ) -> Response:
+        if type is None:
             raise BadRequest("Parameter type is required: inference or management.")
-        self.tokens.rotate(params.type)
+        tokens.rotate(type)
         # TorchServe answers an empty JSON document: just the newline.
-        await request.respond(200, b"\n", JSON_CONTENT_TYPE)
+        return Response(b"\n", 200, media_type=JSON_CONTENT_TYPE.decode())
 
-    async def _model_api(self, request: Request) -> None:
-        model = request.params["model_name"]
-        version = request.params.get("model_version")
-        self.plane.describe(model, None if version == "all" else version)  # 404s if unknown
-        document = describe_model(self.title, self.routes(), "/models/{model_name}", model)
-        await request.respond_json(200, document)
+    return router
+
+
+def _register_parameters() -> list[dict[str, Any]]:
+    """The documented query parameters of ``POST /models`` (also accepted as a JSON body)."""
+    fields = (
+        ("url", "string", "Archive name in the model store, or an allowed URL.", True),
+        ("model_name", "string", "Overrides the manifest's model name.", False),
+        ("handler", "string", "Overrides the manifest's handler.", False),
+        ("runtime", "string", "Runtime (python).", False),
+        ("batch_size", "integer", "Inference batch size.", False),
+        ("max_batch_delay", "integer", "Max batch wait in ms.", False),
+        ("initial_workers", "integer", "Workers to start.", False),
+        ("synchronous", "boolean", "Wait for the workers.", False),
+        ("response_timeout", "integer", "Seconds a worker may take.", False),
+        ("startup_timeout", "integer", "Seconds a worker may take to load.", False),
+    )
+    return [
+        {"name": n, "in": "query", "required": r, "description": d, "schema": {"type": t}}
+        for n, t, d, r in fields
+    ]

@@ -6,31 +6,25 @@ binds to localhost by default.
 
 from __future__ import annotations
 
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
 from prometheus_client.registry import Collector
 
 from torchwick.server.observability.exposition import CONTENT_TYPE, render_text
 
-from .asgi import Request
-from .router import Operation, Parameter, Route
 
+def metrics_router(registry: Collector) -> APIRouter:
+    """The ``/metrics`` route over a prometheus-client registry."""
+    router = APIRouter()
 
-class MetricsApi:
-    """The ``/metrics`` endpoint over a prometheus-client registry."""
+    @router.get(
+        "/metrics",
+        operation_id="metrics",
+        summary="Prometheus metrics (text format 0.0.4); repeat name[] to select families.",
+        response_class=Response,
+    )
+    async def metrics(request: Request) -> Response:
+        names = request.query_params.getlist("name[]")
+        return Response(render_text(registry, names), 200, media_type=CONTENT_TYPE.decode())
 
-    def __init__(self, registry: Collector) -> None:
-        self.registry = registry
-
-    def routes(self) -> list[Route]:
-        """The metrics route."""
-        doc = Operation(
-            "metrics",
-            "Prometheus metrics (text format 0.0.4).",
-            (Parameter("name[]", "query", "Only these metric names (repeatable)."),),
-            response_media=CONTENT_TYPE.decode("latin-1"),
-        )
-        return [Route.make("/metrics", {"GET": self.metrics}, "none", {"GET": doc})]
-
-    async def metrics(self, request: Request) -> None:
-        """Render the registry, optionally restricted to ``name[]`` values."""
-        names = request.query_all("name[]") if request.scope.get("query_string") else []
-        await request.respond(200, render_text(self.registry, names), CONTENT_TYPE)
+    return router

@@ -1,77 +1,56 @@
 """Opening listener sockets and running uvicorn servers on an existing event loop.
 
 The composition root binds every socket itself (so a port in use is a clean startup error,
-and port 0 reports the port it got) and hands it to a uvicorn ``Server`` that it starts and
-stops directly: no uvicorn signal handling, no lifespan, no uvicorn access log, no ``Server``
-or ``Date`` header, no proxy-header middleware (each costs time on every request).
+and port 0 reports the port it got) and runs uvicorn on it through its public API
+(``Config``, ``Server.serve(sockets=...)``, ``should_exit``/``force_exit``): no uvicorn signal
+handling, no lifespan, no uvicorn access log, no ``Server`` or ``Date`` header, no
+proxy-header middleware (each costs time on every request).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import os
 import socket
 import stat
+from collections.abc import Generator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
 
 import uvicorn
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from starlette.types import ASGIApp
 
 from torchwick.server.config.addresses import ListenAddress
 from torchwick.server.settings import Settings
-
-from .listener import ListenerApp
 
 BACKLOG = 2048
 #: Idle keep-alive connections are closed after this many seconds.
 KEEP_ALIVE_S = 75
 
 
-class _CoalescedWrites:
-    """A transport proxy: every write made during one event-loop step goes out as one send.
+class ListenerServer(uvicorn.Server):
+    """A uvicorn ``Server`` that leaves signals to the composition root and says when it is
+    serving.
 
-    uvicorn writes a response's head and its body separately; on a keep-alive connection with
-    TCP_NODELAY that is two syscalls and two wake-ups of the client per response. Joining them
-    roughly halves the frontend's per-response socket cost (measured: about 30 us per request
-    on the 2-core benchmark machine). Everything but ``write`` and ``close`` is delegated.
+    ``Server.serve`` installs its own SIGINT/SIGTERM handlers (per server, chained), which
+    would make each listener stop on its own; the composition root stops all listeners
+    together after one signal, so signal capture is switched off here. ``serving`` is set
+    once ``startup`` has bound the socket.
     """
 
-    __slots__ = ("_loop", "_pending", "_transport")
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.serving = asyncio.Event()
 
-    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
-        self._transport = transport
-        self._loop = loop
-        self._pending: list[bytes] = []
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
 
-    def write(self, data: bytes) -> None:
-        if not self._pending:
-            self._loop.call_soon(self._flush)
-        self._pending.append(data)
-
-    def _flush(self) -> None:
-        pending = self._pending
-        if not pending:
-            return
-        self._pending = []
-        if not self._transport.is_closing():
-            self._transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
-
-    def close(self) -> None:
-        self._flush()
-        self._transport.close()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._transport, name)
-
-
-class CoalescingHttpToolsProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol writing through ``_CoalescedWrites``."""
-
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
-        self.transport = cast(asyncio.Transport, _CoalescedWrites(transport, self.loop))
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        self.serving.set()
 
 
 class ListenerError(Exception):
@@ -115,17 +94,39 @@ def _open_unix(path: Path) -> socket.socket:
     return sock
 
 
+@dataclass
+class RunningListener:
+    """A started uvicorn server and the task running it; ``stop`` drains and ends it."""
+
+    server: ListenerServer
+    task: asyncio.Task[None]
+
+    async def stop(self, *, force: bool = False) -> None:
+        """Stop accepting, let in-flight requests finish (unless ``force``), and wait."""
+        self.server.should_exit = True
+        if force:
+            self.server.force_exit = True
+        await asyncio.gather(self.task, return_exceptions=True)
+
+    def force(self) -> None:
+        """Stop waiting for in-flight requests (a second stop signal)."""
+        self.server.force_exit = True
+
+
 async def start_uvicorn(
-    app: ListenerApp,
+    app: ASGIApp,
     sock: socket.socket,
     address: ListenAddress,
     settings: Settings,
     *,
     graceful_shutdown_s: int,
-) -> uvicorn.Server:
-    """Start a uvicorn server on an already bound socket; returns it (stop with
-    ``await server.shutdown()``). Raises ``ListenerError`` when HTTPS is asked for without
-    usable ``private_key_file``/``certificate_file``."""
+) -> RunningListener:
+    """Serve ``app`` with uvicorn on an already bound socket (``Server.serve(sockets=...)``).
+
+    Returns once the listener accepts connections. Raises ``ListenerError`` when HTTPS is asked
+    for without usable ``private_key_file``/``certificate_file``, or when uvicorn cannot
+    start on the socket.
+    """
     key_file: str | None = None
     cert_file: str | None = None
     if address.is_tls:
@@ -138,7 +139,7 @@ async def start_uvicorn(
         key_file, cert_file = os.fspath(key), os.fspath(cert)
     config = uvicorn.Config(
         app,
-        http=CoalescingHttpToolsProtocol,
+        http="httptools",
         loop="none",
         ws="none",
         lifespan="off",
@@ -159,7 +160,15 @@ async def start_uvicorn(
     except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
         sock.close()
         raise ListenerError(f"cannot set up {address}: {exc}") from None
-    server = uvicorn.Server(config)
-    server.lifespan = config.lifespan_class(config)
-    await server.startup(sockets=[sock])
-    return server
+    server = ListenerServer(config)
+    task = asyncio.get_running_loop().create_task(server.serve(sockets=[sock]))
+    serving = asyncio.ensure_future(server.serving.wait())
+    await asyncio.wait({task, serving}, return_when=asyncio.FIRST_COMPLETED)
+    if not server.serving.is_set():
+        serving.cancel()
+        try:
+            task.result()
+        except BaseException as exc:  # uvicorn exits the process on some startup errors
+            raise ListenerError(f"cannot serve on {address}: {exc!r}") from None
+        raise ListenerError(f"cannot serve on {address}: uvicorn stopped during startup")
+    return RunningListener(server, task)

@@ -1,7 +1,7 @@
 """Registered models: versions, effective settings, routing, describe/list JSON, admission."""
 
 from .admission import DEFAULT_VERSION, PoolFactory, admit, pool_key
-from .describe import describe_entry, format_start_time, list_page, pool_state, snapshot_models
+from .describe import list_page, model_status, pool_state, snapshot_models, worker_rows
 from .precedence import check_runtime, resolve_spec
 from .registry import (
     DefaultVersionRouter,
@@ -35,13 +35,13 @@ __all__ = [
     "apply_default_versions",
     "check_runtime",
     "default_model_name",
-    "describe_entry",
-    "format_start_time",
     "list_page",
+    "model_status",
     "parse_load_models",
     "pool_key",
     "pool_state",
     "resolve_spec",
     "snapshot_models",
     "startup_workers",
+    "worker_rows",
 ]

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from torchwick.handlers.messages import PredictRequest
+from torchwick.server.contracts import InferenceRequest
 from torchwick.server.errors import (
     Conflict,
     ForbiddenOperation,
@@ -78,7 +78,7 @@ class ModelVersions:
 class Router(Protocol):
     """Chooses the version for a request that named none."""
 
-    def route(self, model: ModelVersions, request: PredictRequest | None) -> ModelVersionEntry:
+    def route(self, model: ModelVersions, request: InferenceRequest | None) -> ModelVersionEntry:
         """The entry that should serve ``request`` (``None`` for non-inference lookups)."""
         ...
 
@@ -86,7 +86,7 @@ class Router(Protocol):
 class DefaultVersionRouter:
     """Every unversioned request goes to the default version (TorchServe's behaviour)."""
 
-    def route(self, model: ModelVersions, request: PredictRequest | None) -> ModelVersionEntry:
+    def route(self, model: ModelVersions, request: InferenceRequest | None) -> ModelVersionEntry:
         """The default version."""
         return model.default
 
@@ -126,7 +126,7 @@ class ModelRegistry:
             raise version_not_found(name, version)
         return entry
 
-    def route(self, name: str, version: str | None, request: PredictRequest) -> ModelVersionEntry:
+    def route(self, name: str, version: str | None, request: InferenceRequest) -> ModelVersionEntry:
         """The entry that serves an inference request (the router picks when no version)."""
         model = self._models.get(name)
         if model is None:

@@ -1,0 +1,135 @@
+"""The outermost ASGI middleware of every listener: ids, fixed headers, limits, counting, logs.
+
+For every HTTP request it
+
+1. gives the request a uuid4 id (``x-request-id`` on the response, and the worker's request
+   id), and notes when it arrived;
+2. treats a trailing slash as absent (``/models/x/`` is ``/models/x``, as in TorchServe; no
+   redirect is sent);
+3. refuses a declared ``Content-Length`` over ``max_request_size`` with 413 before anything
+   of the body is read, and closes that connection (the body stays unread);
+4. runs the FastAPI app; adds the request id, no-cache and CORS headers to whatever it sends;
+5. counts the response (Requests2XX/4XX/5XX) and queues an access-log line.
+
+An exception the app did not answer (FastAPI's server-error layer has already sent the JSON
+500 and re-raises so that someone logs it) is logged here with its traceback and absorbed,
+so uvicorn never prints a second, bare traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Protocol
+
+from starlette.types import ASGIApp
+
+from .responses import (
+    CLIENT_GONE_KEY,
+    REQUEST_ID_KEY,
+    STARTED_KEY,
+    Message,
+    Receive,
+    Scope,
+    Send,
+    declared_length,
+    new_request_id,
+    send_error,
+    too_large,
+)
+
+log = logging.getLogger("torchwick.server.api")
+
+#: Status recorded for requests whose client left before an answer could be sent
+#: (nginx's convention; never sent on the wire).
+CLIENT_CLOSED = 499
+
+
+class ResponseCounter(Protocol):
+    """Counts responses by status (``FrontendMetrics.count_response``)."""
+
+    def count_response(self, status: int) -> None:
+        """Count one response."""
+
+
+class AccessRecorder(Protocol):
+    """Takes one access-log entry (``AccessLog.record``)."""
+
+    def record(
+        self,
+        *,
+        client: tuple[str, int] | None,
+        method: str,
+        path: str,
+        query: bytes,
+        version: str,
+        status: int,
+        ms: float,
+    ) -> None:
+        """Queue one line (formatting happens later, off the event loop)."""
+
+
+class ServingMiddleware:
+    """See the module docs. ``fixed`` are the listener's fixed headers."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        fixed: tuple[tuple[bytes, bytes], ...],
+        *,
+        max_request_size: int,
+        metrics: ResponseCounter,
+        access_log: AccessRecorder | None,
+    ) -> None:
+        self.app = app
+        self.fixed = fixed
+        self.max_request_size = max_request_size
+        self.metrics = metrics
+        self.access_log = access_log
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        request_id = new_request_id()
+        path: str = scope["path"]
+        if len(path) > 1 and path.endswith("/"):
+            scope["path"] = path.rstrip("/") or "/"
+        scope[REQUEST_ID_KEY] = request_id
+        scope[STARTED_KEY] = started
+        added = ((b"x-request-id", request_id.encode("latin-1")), *self.fixed)
+        status = 0
+
+        async def send_with_headers(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = message.get("headers")
+                message["headers"] = [*added, *headers] if headers else list(added)
+            await send(message)
+
+        try:
+            length = declared_length(scope)
+            if length is not None and length > self.max_request_size:
+                await send_error(
+                    send_with_headers, too_large(length, self.max_request_size), close=True
+                )
+            else:
+                await self.app(scope, receive, send_with_headers)
+        except Exception:
+            log.exception("unexpected error serving %s %s", scope["method"], scope["path"])
+        if scope.get(CLIENT_GONE_KEY) and not status:
+            status = CLIENT_CLOSED
+        else:  # nothing was sent to a client that left, so there is nothing to count
+            self.metrics.count_response(status or 500)
+        if self.access_log is not None:
+            self.access_log.record(
+                client=scope.get("client"),
+                method=scope["method"],
+                path=scope["path"],
+                query=scope.get("query_string", b""),
+                version=scope.get("http_version", "1.1"),
+                status=status,
+                ms=(time.perf_counter() - started) * 1000.0,
+            )

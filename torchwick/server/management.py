@@ -1,0 +1,266 @@
+"""Model management on the data plane: register, scale, unregister, set the default.
+
+Split from ``dataplane.py`` to keep each module small; ``DataPlane`` inherits these methods,
+and they use its registry, store, pools, clock and settings. Every method raises only
+``torchwick.server.errors`` types and returns an ``OperationResult`` (an ``Outcome`` and
+TorchServe's text for it); the REST adapter turns the outcome into 200/202/206, the gRPC
+adapter into its own answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import replace
+
+from torchwick.server.contracts import OperationResult, Outcome
+from torchwick.server.errors import (
+    BadRequest,
+    ModelLoadFailed,
+    ModelNotFound,
+    RequestTimeout,
+    ServiceUnavailable,
+    TorchwickError,
+)
+from torchwick.server.model_store import ModelStore
+from torchwick.server.registry import (
+    ModelRegistry,
+    ModelVersionEntry,
+    PoolFactory,
+    RegisterRequest,
+    admit,
+    apply_default_versions,
+    parse_load_models,
+    startup_workers,
+)
+from torchwick.server.scheduling import no_worker_message
+from torchwick.server.settings import Settings
+from torchwick.server.workers.devices import usable_cpus
+
+logger = logging.getLogger("torchwick.server.dataplane")
+
+SCALING_IN_PROGRESS = "Workers scaling in progress..."
+PROCESSING_UPDATES = "Processing worker updates..."
+
+
+class ModelManagement:
+    """The management half of ``DataPlane`` (see the module docs)."""
+
+    _settings: Settings
+    _pools: PoolFactory
+    _clock: Callable[[], float]
+    _store: ModelStore
+    _registry: ModelRegistry
+    _cpu_count: int | None
+    _startup_pending: bool
+
+    def _ensure_monitor(self) -> None:
+        raise NotImplementedError  # provided by DataPlane
+
+    # ------------------------------------------------------------------------------ register
+    async def register(self, req: RegisterRequest) -> OperationResult:
+        """Fetch, check and extract the archive, register the version, start its workers.
+
+        ``DONE`` with 0 workers or when all started (synchronous), ``PARTIAL`` when fewer
+        started, ``ACCEPTED`` when not synchronous. Raises ``BadRequest``/``InvalidArchive``/
+        ``DownloadFailed`` (400),
+        ``ModelNotFound`` (404), ``Conflict`` (409), ``ModelLoadFailed`` (500: the version is
+        unregistered again and the cause is logged).
+        """
+        entry = await self._admit(req, None)
+        return await self._start(entry, req.synchronous)
+
+    async def _admit(self, req: RegisterRequest, workers: int | None) -> ModelVersionEntry:
+        self._ensure_monitor()
+        source = await self._store.resolve(req.url)
+        downloaded = self._store.downloaded_path(source)
+        try:
+            prepared = await self._store.prepare(source)
+        except BaseException:
+            self._store.discard(None, downloaded)
+            raise
+        try:
+            entry = admit(
+                request=req,
+                prepared=prepared,
+                settings=self._settings,
+                registry=self._registry,
+                pools=self._pools,
+                clock=self._clock,
+                startup_workers=workers,
+            )
+        except BaseException:
+            self._store.discard(prepared.workdir, downloaded)
+            raise
+        entry.short_since = self._clock()
+        return entry
+
+    async def _start(self, entry: ModelVersionEntry, synchronous: bool) -> OperationResult:
+        spec = entry.spec
+        wanted = spec.min_workers
+        async with entry.lock:
+            if wanted == 0:
+                return OperationResult(
+                    Outcome.DONE,
+                    f'Model "{spec.name}" Version: {spec.version} registered with 0 initial '
+                    "workers. Use scale workers API to add workers for the model.",
+                )
+            try:
+                running = await _scale_bounded(entry, wanted, synchronous)
+            except Exception as error:
+                logger.error(
+                    "model %s version %s: workers failed to start: %s (last worker error: %s)",
+                    spec.name,
+                    spec.version,
+                    error,
+                    entry.pool.last_error,
+                )
+                await self._teardown(entry, float(self._settings.unregister_model_timeout))
+                raise ModelLoadFailed(
+                    f"Failed to start workers for model {spec.name} version: {spec.version}"
+                ) from error
+        if not synchronous:
+            return OperationResult(Outcome.ACCEPTED, PROCESSING_UPDATES)
+        if running < wanted:
+            return OperationResult(Outcome.PARTIAL, SCALING_IN_PROGRESS)
+        return OperationResult(
+            Outcome.DONE,
+            f'Model "{spec.name}" Version: {spec.version} registered with {wanted} initial workers',
+        )
+
+    async def load_startup_models(self) -> None:
+        """Register ``load_models`` (``all``, ``file.mar``, ``name=url``) and wait for their
+        workers. Each gets ``default_workers_per_model``, else one per GPU, else one per core
+        (capped), unless the ``models=`` JSON or the archive's yaml says otherwise. Failures
+        are logged and do not stop the others. Admission is sequential (so the first archive
+        listed for a name becomes its default); workers start concurrently."""
+        try:
+            await self._load_startup_models()
+        finally:
+            # Health may now be judged on the models (``/ping`` was "starting" until here).
+            self._startup_pending = False
+
+    async def _load_startup_models(self) -> None:
+        settings = self._settings
+        wanted = parse_load_models(settings.load_models, self._store.discover)
+        workers = startup_workers(
+            settings.default_workers_per_model,
+            self._pools.gpus.visible,
+            self._cpu_count or usable_cpus(),
+        )
+        entries: list[ModelVersionEntry] = []
+        for model in wanted:
+            try:
+                entries.append(await self._admit(RegisterRequest(model.url, model.name), workers))
+            except TorchwickError as error:
+                logger.error("startup model %s (%s) not loaded: %s", model.name, model.url, error)
+        results = await asyncio.gather(
+            *(self._start(e, True) for e in entries), return_exceptions=True
+        )
+        for entry, result in zip(entries, results, strict=True):
+            if isinstance(result, BaseException):
+                logger.error("startup model %s not loaded: %s", entry.name, result)
+            else:
+                logger.info("startup model %s: %s", entry.name, result.message)
+        apply_default_versions(self._registry, self._settings.models)
+
+    # --------------------------------------------------------------------------------- scale
+    async def scale(
+        self,
+        model: str,
+        version: str | None,
+        min_worker: int,
+        max_worker: int | None,
+        synchronous: bool,
+    ) -> OperationResult:
+        """Set the version's workers to ``min_worker`` (``max_worker`` defaults to it).
+
+        ``ACCEPTED`` when not synchronous; ``DONE`` ("Workers scaled to N ...") or ``PARTIAL``
+        when synchronous.
+        Raises ``BadRequest`` for negative counts (TorchServe answers 500) or max < min,
+        the 404s, ``ModelLoadFailed`` when no worker could start.
+        """
+        if min_worker < 0 or (max_worker is not None and max_worker < 0):
+            raise BadRequest("min_worker and max_worker must not be negative")
+        max_worker = min_worker if max_worker is None else max_worker
+        if max_worker < min_worker:
+            raise BadRequest("max_worker cannot be less than min_worker.")
+        entry = self._registry.get(model, version)
+        async with entry.lock:
+            entry.spec = replace(entry.spec, min_workers=min_worker, max_workers=max_worker)
+            entry.short_since = self._clock()
+            try:
+                running = await _scale_bounded(entry, min_worker, synchronous)
+            except TorchwickError as error:
+                logger.error("scaling %s to %d failed: %s", entry.name, min_worker, error)
+                raise
+            finally:
+                if min_worker == 0:  # nothing will ever serve what is still queued
+                    entry.batcher.fail_pending(ServiceUnavailable(no_worker_message(model)))
+        if not synchronous:
+            return OperationResult(Outcome.ACCEPTED, PROCESSING_UPDATES)
+        if running < min_worker:
+            return OperationResult(Outcome.PARTIAL, SCALING_IN_PROGRESS)
+        suffix = f", version: {version}" if version is not None else ""
+        return OperationResult(
+            Outcome.DONE, f"Workers scaled to {min_worker} for model: {model}{suffix}"
+        )
+
+    # ---------------------------------------------------------------------------- unregister
+    async def unregister(self, model: str, version: str | None) -> OperationResult:
+        """Stop the version's workers and forget it. 403 for the default version while others
+        exist; ``RequestTimeout`` (408) when cleanup exceeds ``unregister_model_timeout``."""
+        entry = self._registry.get(model, version)
+        self._registry.check_removable(entry)
+        async with entry.lock:
+            if self._registry.get(model, entry.version) is not entry:  # 404 if already gone
+                raise ModelNotFound(f"Model not found: {model}")
+            self._registry.check_removable(entry)
+            done = await self._teardown(entry, float(self._settings.unregister_model_timeout))
+        if not done:
+            raise RequestTimeout(f"Timed out while cleaning resources: {model}")
+        return OperationResult(Outcome.DONE, f'Model "{model}" unregistered')
+
+    async def _teardown(self, entry: ModelVersionEntry, timeout: float) -> bool:
+        """Forget ``entry``, fail its queue, let running batches finish for up to half of
+        ``timeout``, then stop its workers within the rest. False when time ran out (the
+        pool keeps closing in the background)."""
+        self._registry.remove(entry, force=True)
+        entry.batcher.stop(ServiceUnavailable(no_worker_message(entry.name)))
+        deadline = self._clock() + timeout
+        await entry.batcher.drain(timeout / 2)
+        closing = asyncio.ensure_future(entry.pool.close())
+        try:
+            await asyncio.wait_for(asyncio.shield(closing), max(0.0, deadline - self._clock()))
+        except TimeoutError:
+            logger.error(
+                "workers of %s %s still stopping after %g s", entry.name, entry.version, timeout
+            )
+            return False
+        finally:
+            self._store.discard(entry.workdir, entry.downloaded)
+        return True
+
+    def set_default(self, model: str, version: str) -> OperationResult:
+        """Make ``version`` the default of ``model``."""
+        self._registry.set_default(model, version)
+        return OperationResult(
+            Outcome.DONE, f'Default version successfully updated for model "{model}" to "{version}"'
+        )
+
+
+async def _scale_bounded(entry: ModelVersionEntry, target: int, wait: bool) -> int:
+    """``pool.scale`` whose wait is bounded by the version's startup timeout.
+
+    A model that loads and then keeps crashing never reaches ``target`` ready workers nor the
+    failed state; a synchronous caller then gets the ready count so far (206) instead of
+    waiting forever. The pool keeps converging in the background.
+    """
+    scaling = asyncio.ensure_future(entry.pool.scale(target, wait=wait))
+    try:
+        return await asyncio.wait_for(asyncio.shield(scaling), entry.spec.startup_timeout)
+    except TimeoutError:
+        # Consume the eventual outcome so a late failure is not reported as unretrieved.
+        scaling.add_done_callback(lambda task: task.cancelled() or task.exception())
+        return entry.pool.ready_count
