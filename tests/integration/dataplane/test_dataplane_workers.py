@@ -17,7 +17,8 @@ import pytest
 import pytest_asyncio
 
 from torchwick.archiver import archive_model
-from torchwick.handlers.messages import InputParameter, PredictRequest
+from torchwick.handlers.messages import InputParameter
+from torchwick.server.contracts import InferenceRequest, ModelPage, Outcome
 from torchwick.server.dataplane import DataPlane, RegisterRequest
 from torchwick.server.errors import ModelLoadFailed, ModelNotFound, ServiceUnavailable
 from torchwick.server.settings import Settings
@@ -61,8 +62,8 @@ def build(tmp: Path, store: Path, name: str, source: str, *, version: str = "1.0
     return Path(result.path).rename(store / f"{name}-{version}.mar")
 
 
-def request(i: int | str) -> PredictRequest:
-    return PredictRequest(str(i), parameters=(InputParameter("body", str(i).encode()),))
+def request(i: int | str) -> InferenceRequest:
+    return InferenceRequest(str(i), inputs=(InputParameter("body", str(i).encode()),))
 
 
 def answer(body: bytes) -> dict[str, object]:
@@ -102,8 +103,8 @@ async def test_register_and_infer(server: Server) -> None:
     result = await server.plane.register(
         RegisterRequest("echo-1.0.mar", initial_workers=1, batch_size=8)
     )
-    assert (result.status_code, result.message) == (
-        200,
+    assert (result.outcome, result.message) == (
+        Outcome.DONE,
         'Model "echo" Version: 1.0 registered with 1 initial workers',
     )
     response = await server.plane.infer("echo", None, request("hello"))
@@ -128,40 +129,38 @@ async def test_batches_form_under_concurrency(server: Server) -> None:
 
 async def test_scale_describe_and_customized(server: Server) -> None:
     result = await server.plane.scale("echo", None, 2, None, True)
-    assert (result.status_code, result.message) == (200, "Workers scaled to 2 for model: echo")
+    assert (result.outcome, result.message) == (Outcome.DONE, "Workers scaled to 2 for model: echo")
     described = server.plane.describe("echo", None)[0]
-    assert described["minWorkers"] == 2 and described["state"] == "READY"
-    workers = described["workers"]
-    assert [w["status"] for w in workers] == ["READY", "READY"]
-    assert all(isinstance(w["pid"], int) and w["pid"] > 0 for w in workers)
-    assert all(w["startTime"].endswith("Z") for w in workers)
+    assert described.min_workers == 2 and described.state == "READY"
+    workers = described.workers
+    assert [w.status for w in workers] == ["READY", "READY"]
+    assert all(isinstance(w.pid, int) and w.pid > 0 for w in workers)
+    assert all(w.start_time is not None for w in workers)
     responses = await asyncio.gather(
         *(server.plane.infer("echo", None, request(i)) for i in range(16))
     )
     assert len({answer(r.body)["pid"] for r in responses}) == 2  # both workers served
     customized = await server.plane.describe_customized("echo", None)
-    assert customized[0]["customizedMetadata"] == {"handler": "batch_echo"}
+    assert customized[0].customized == {"handler": "batch_echo"}
     result = await server.plane.scale("echo", "1.0", 1, None, True)
     assert result.message == "Workers scaled to 1 for model: echo, version: 1.0"
-    assert len(server.plane.describe("echo", None)[0]["workers"]) == 1
+    assert len(server.plane.describe("echo", None)[0].workers) == 1
 
 
 async def test_versions_and_unregister(server: Server) -> None:
     result = await server.plane.register(
         RegisterRequest("echo-2.0.mar", initial_workers=1, synchronous=False)
     )
-    assert result.status_code == 202
+    assert result.outcome is Outcome.ACCEPTED
     response = await server.plane.infer("echo", "2.0", request("v2"))  # waits for the worker
     assert answer(response.body)["echo"] == "v2"
-    pids = [w["pid"] for w in server.plane.describe("echo", "2.0")[0]["workers"]]
+    pids = [w.pid for w in server.plane.describe("echo", "2.0")[0].workers]
     result = await server.plane.unregister("echo", "2.0")
-    assert (result.status_code, result.message) == (200, 'Model "echo" unregistered')
+    assert (result.outcome, result.message) == (Outcome.DONE, 'Model "echo" unregistered')
     for pid in pids:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
-    assert [d["modelVersion"] for d in server.plane.describe("echo", None, all_versions=True)] == [
-        "1.0"
-    ]
+    assert [d.version for d in server.plane.describe("echo", None, all_versions=True)] == ["1.0"]
 
 
 async def test_failing_handler_is_500_and_not_registered(server: Server) -> None:
@@ -177,5 +176,5 @@ async def test_scale_to_zero_then_unregister(server: Server) -> None:
     with pytest.raises(ServiceUnavailable):
         await server.plane.infer("echo", None, request("x"))
     result = await server.plane.unregister("echo", None)
-    assert result.status_code == 200
-    assert server.plane.list_models(100, 0) == {"models": []}
+    assert result.outcome is Outcome.DONE
+    assert server.plane.list_models(100, 0) == ModelPage((), None)

@@ -64,8 +64,14 @@ class ApiDocuments:
             for extra in self.extra_paths:
                 for path, item in extra().items():
                     paths.setdefault(path, {}).update(item)
+            for item in paths.values():
+                for operation in item.values():
+                    _torchserve_errors(operation)
             document["paths"] = dict(sorted(paths.items()))
-            document.setdefault("components", {}).setdefault("schemas", {})["Error"] = ERROR_SCHEMA
+            schemas = document.setdefault("components", {}).setdefault("schemas", {})
+            for unused in ("HTTPValidationError", "ValidationError"):
+                schemas.pop(unused, None)
+            schemas["Error"] = ERROR_SCHEMA
             self._openapi = document
         return self._openapi
 
@@ -97,6 +103,20 @@ class ApiDocuments:
         document["info"] = {**base["info"], "title": f"{base['info']['title']}: {model}"}
         document["paths"] = paths
         return document
+
+
+_ERROR_CONTENT = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+
+
+def _torchserve_errors(operation: Any) -> None:
+    """FastAPI documents a 422 validation body; torchwick answers TorchServe's 400 instead."""
+    if not isinstance(operation, dict):
+        return
+    responses = operation.setdefault("responses", {})
+    if responses.pop("422", None) is not None or operation.get("parameters"):
+        responses.setdefault(
+            "400", {"description": "A parameter has a bad value.", "content": _ERROR_CONTENT}
+        )
 
 
 def _to_openapi_30(node: Any) -> Any:

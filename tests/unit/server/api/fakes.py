@@ -1,4 +1,4 @@
-"""A data plane stand-in for driving the REST adapters in-process."""
+"""A data plane stand-in for driving the REST adapters in-process (Starlette's TestClient)."""
 
 from __future__ import annotations
 
@@ -6,11 +6,19 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from torchwick.handlers.messages import PredictRequest, PredictResponse
-from torchwick.server.dataplane import ManagementResult, RegisterRequest
+from torchwick.server.contracts import (
+    InferenceRequest,
+    InferenceResult,
+    ModelPage,
+    ModelRef,
+    ModelStatus,
+    OperationResult,
+    Outcome,
+)
+from torchwick.server.dataplane import RegisterRequest
 from torchwick.server.errors import ModelNotFound, ModelVersionNotFound
 
-Behaviour = Callable[[PredictRequest, Callable[[PredictResponse], None] | None], Any]
+Behaviour = Callable[[InferenceRequest, Callable[[InferenceResult], None] | None], Any]
 
 
 class FakePlane:
@@ -20,6 +28,7 @@ class FakePlane:
         self.behaviours: dict[str, Behaviour] = {}
         self.calls: list[tuple[str, Any]] = []
         self.is_healthy = True
+        self.startup_done = True
         self.cancelled: list[str] = []
 
     def add(self, name: str, behaviour: Behaviour) -> None:
@@ -29,10 +38,10 @@ class FakePlane:
         self,
         model: str,
         version: str | None,
-        request: PredictRequest,
+        request: InferenceRequest,
         *,
-        on_intermediate: Callable[[PredictResponse], None] | None = None,
-    ) -> PredictResponse:
+        on_intermediate: Callable[[InferenceResult], None] | None = None,
+    ) -> InferenceResult:
         self.calls.append(("infer", (model, version, request)))
         if model not in self.behaviours:
             raise ModelNotFound(f"Model not found: {model}")
@@ -45,33 +54,31 @@ class FakePlane:
         except asyncio.CancelledError:
             self.cancelled.append(request.request_id)
             raise
-        assert isinstance(result, PredictResponse)
+        assert isinstance(result, InferenceResult)
         return result
 
-    def healthy(self) -> bool:
-        return self.is_healthy
+    def ready(self) -> bool:
+        return self.startup_done and self.is_healthy
 
     def describe(
         self, model: str, version: str | None, *, all_versions: bool = False
-    ) -> list[dict[str, Any]]:
+    ) -> list[ModelStatus]:
         self.calls.append(("describe", (model, version, all_versions)))
         if model not in self.behaviours:
             raise ModelNotFound(f"Model not found: {model}")
-        return [{"modelName": model, "modelVersion": version or "1.0"}]
+        return [status(model, version or "1.0")]
 
-    async def describe_customized(self, model: str, version: str | None) -> list[dict[str, Any]]:
+    async def describe_customized(self, model: str, version: str | None) -> list[ModelStatus]:
         self.calls.append(("describe_customized", (model, version)))
-        return [{"modelName": model, "customizedMetadata": {}}]
+        return [status(model, version or "1.0", customized={})]
 
-    def list_models(self, limit: int, next_page_token: int) -> dict[str, Any]:
-        self.calls.append(("list", (limit, next_page_token)))
-        return {
-            "models": [{"modelName": m, "modelUrl": f"{m}.mar"} for m in sorted(self.behaviours)]
-        }
+    def list_models(self, limit: int, offset: int) -> ModelPage:
+        self.calls.append(("list", (limit, offset)))
+        return ModelPage(tuple(ModelRef(m, f"{m}.mar") for m in sorted(self.behaviours)), None)
 
-    async def register(self, req: RegisterRequest) -> ManagementResult:
+    async def register(self, req: RegisterRequest) -> OperationResult:
         self.calls.append(("register", req))
-        return ManagementResult(200, f'Model "{req.model_name}" registered')
+        return OperationResult(Outcome.DONE, f'Model "{req.model_name}" registered')
 
     async def scale(
         self,
@@ -80,19 +87,19 @@ class FakePlane:
         min_worker: int,
         max_worker: int | None,
         synchronous: bool,
-    ) -> ManagementResult:
+    ) -> OperationResult:
         self.calls.append(("scale", (model, version, min_worker, max_worker, synchronous)))
-        return ManagementResult(202, "Processing worker updates...")
+        return OperationResult(Outcome.ACCEPTED, "Processing worker updates...")
 
-    async def unregister(self, model: str, version: str | None) -> ManagementResult:
+    async def unregister(self, model: str, version: str | None) -> OperationResult:
         self.calls.append(("unregister", (model, version)))
-        return ManagementResult(200, f'Model "{model}" unregistered')
+        return OperationResult(Outcome.DONE, f'Model "{model}" unregistered')
 
-    def set_default(self, model: str, version: str) -> ManagementResult:
+    def set_default(self, model: str, version: str) -> OperationResult:
         self.calls.append(("set_default", (model, version)))
-        return ManagementResult(200, "ok")
+        return OperationResult(Outcome.DONE, "ok")
 
-    def model_ready(self, model: str) -> bool:
+    def model_ready(self, model: str, version: str | None = None) -> bool:
         if model not in self.behaviours:
             raise ModelNotFound(f"Model not found: {model}")
         return True
@@ -127,8 +134,41 @@ class FakeTokens:
 def echo(status: int = 200, **fields: Any) -> Behaviour:
     """A behaviour answering the first parameter's bytes."""
 
-    async def run(request: PredictRequest, sink: Any) -> PredictResponse:
-        body = request.parameters[0].value if request.parameters else b""
-        return PredictResponse(request.request_id, status=status, body=body, **fields)
+    async def run(request: InferenceRequest, sink: Any) -> InferenceResult:
+        body = request.inputs[0].value if request.inputs else b""
+        return result(request, status=status, body=body, **fields)
 
     return run
+
+
+def result(request: InferenceRequest, **fields: Any) -> InferenceResult:
+    """A result for ``request`` from model ``echo`` version ``1.0``."""
+    return InferenceResult(request.request_id, "echo", "1.0", **fields)
+
+
+def status(name: str, version: str, **fields: Any) -> ModelStatus:
+    """A plausible status of a model version with no workers."""
+    values: dict[str, Any] = {
+        "name": name,
+        "version": version,
+        "url": f"{name}.mar",
+        "runtime": "python",
+        "is_default": True,
+        "min_workers": 0,
+        "max_workers": 0,
+        "batch_size": 1,
+        "max_batch_delay_ms": 100,
+        "response_timeout_s": 120,
+        "startup_timeout_s": 120,
+        "parallel_type": "",
+        "parallel_level": 0,
+        "device_type": "cpu",
+        "device_ids": None,
+        "loaded_at_startup": False,
+        "workers": (),
+        "queue_pending": 0,
+        "queue_capacity": 100,
+        "state": "STOPPED",
+    }
+    values.update(fields)
+    return ModelStatus(**values)

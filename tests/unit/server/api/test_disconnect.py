@@ -10,15 +10,9 @@ import pytest
 from torchwick.server.api.disconnect import DisconnectMonitor
 
 
-class _Cycle:
-    """Looks like uvicorn's request cycle: a ``disconnected`` flag behind ``receive``."""
-
-    def __init__(self) -> None:
-        self.disconnected = False
-
-    async def receive(self) -> dict[str, Any]:
-        await asyncio.sleep(3600)
-        return {"type": "http.disconnect"}
+async def _never() -> dict[str, Any]:
+    await asyncio.Event().wait()
+    return {"type": "http.disconnect"}
 
 
 async def _served(monitor: DisconnectMonitor, receive: Any, seconds: float) -> str:
@@ -33,22 +27,34 @@ async def _served(monitor: DisconnectMonitor, receive: Any, seconds: float) -> s
         watch.stop()
 
 
-async def test_flagged_disconnect_cancels_the_request() -> None:
-    monitor = DisconnectMonitor(interval=0.005)
-    cycle = _Cycle()
-    task = asyncio.create_task(_served(monitor, cycle.receive, 5))
-    await asyncio.sleep(0.01)
-    cycle.disconnected = True
-    assert await asyncio.wait_for(task, 1) == "cancelled"
-    assert not monitor.inflight
+async def test_finished_fast_requests_start_no_watcher() -> None:
+    monitor = DisconnectMonitor(interval=3600)
+    watches = []
+
+    async def served() -> str:
+        watch = monitor.watch(_never)
+        watches.append(watch)
+        watch.stop()
+        return "done"
+
+    assert await asyncio.gather(*(served() for _ in range(20))) == ["done"] * 20
+    assert all(w.watcher is None and w.timer is None for w in watches)
 
 
-async def test_finished_requests_leave_nothing_behind() -> None:
-    monitor = DisconnectMonitor(interval=0.005)
-    results = await asyncio.gather(*(_served(monitor, _Cycle().receive, 0.001) for _ in range(20)))
-    assert results == ["done"] * 20
-    assert not monitor.inflight
-    await asyncio.sleep(0.02)  # the sweeper stops once nothing is in flight
+async def test_a_stopped_watcher_is_cancelled() -> None:
+    monitor = DisconnectMonitor(interval=0)
+    started = asyncio.Event()
+
+    async def receive() -> dict[str, Any]:
+        started.set()
+        return await _never()
+
+    watch = monitor.watch(receive)
+    await asyncio.wait_for(started.wait(), 5)
+    assert watch.watcher is not None
+    watch.stop()
+    await asyncio.gather(watch.watcher, return_exceptions=True)
+    assert watch.watcher.cancelled() and not watch.disconnected
 
 
 @pytest.mark.parametrize("stop_first", [False, True])

@@ -1,13 +1,12 @@
-"""Validation of management parameters at the edge."""
+"""Validation of registration parameters at the edge (the other routes declare theirs to
+FastAPI; see test_routing.py)."""
 
 from __future__ import annotations
 
 import pytest
 
 from torchwick.server.api.management_params import (
-    ListParams,
     RegisterParams,
-    ScaleParams,
     parse_json_object,
     parse_params,
 )
@@ -28,8 +27,6 @@ def test_register_defaults_and_conversions() -> None:
     [
         (RegisterParams, {"url": "a.mar", "batch_size": "abc"}, "batch_size"),
         (RegisterParams, {"url": "a.mar", "synchronous": "maybe"}, "synchronous"),
-        (ScaleParams, {"min_worker": "1.5"}, "min_worker"),
-        (ListParams, {"limit": "ten"}, "limit"),
     ],
 )
 def test_malformed_values_name_the_parameter(
@@ -37,22 +34,6 @@ def test_malformed_values_name_the_parameter(
 ) -> None:
     with pytest.raises(BadRequest, match=f"parameter {name}"):
         parse_params(model, values)
-
-
-def test_scale_ignores_timeout_and_number_gpu() -> None:
-    params = parse_params(ScaleParams, {"min_worker": "2", "timeout": "x", "number_gpu": "y"})
-    assert params.min_worker == 2 and params.max_worker is None and params.synchronous is False
-
-
-@pytest.mark.parametrize(
-    ("limit", "token", "want_limit", "want_offset"),
-    [("5", "2", 5, 2), ("500", "-3", 100, 0), ("-1", "0", 100, 0), ("0", "1", 0, 1)],
-)
-def test_list_clamps_like_torchserve(
-    limit: str, token: str, want_limit: int, want_offset: int
-) -> None:
-    params = parse_params(ListParams, {"limit": limit, "next_page_token": token})
-    assert (params.clamped_limit, params.offset) == (want_limit, want_offset)
 
 
 def test_json_body_must_be_an_object() -> None:

@@ -8,9 +8,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
-from torchwick.server.api.serving import ListenerError, _CoalescedWrites, open_listener
+from torchwick.server.api.serving import ListenerError, open_listener, start_uvicorn
 from torchwick.server.app import plan_listeners
 from torchwick.server.config.addresses import parse_address
 from torchwick.server.settings import Settings
@@ -63,33 +64,27 @@ def test_stale_unix_socket_is_replaced(tmp_path: Path) -> None:
         open_listener(parse_address(f"unix:{path}"))
 
 
-class _Transport:
-    def __init__(self) -> None:
-        self.writes: list[bytes] = []
-        self.closed = False
+async def test_a_listener_serves_until_stopped_and_drains() -> None:
+    sock = open_listener(parse_address("http://127.0.0.1:0"))
+    port = sock.getsockname()[1]
+    release = asyncio.Event()
 
-    def write(self, data: bytes) -> None:
-        self.writes.append(data)
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["path"] == "/slow":
+            await release.wait()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
 
-    def is_closing(self) -> bool:
-        return self.closed
-
-    def close(self) -> None:
-        self.closed = True
-
-    def get_extra_info(self, name: str) -> Any:
-        return name
-
-
-async def test_writes_of_one_loop_step_are_sent_together() -> None:
-    transport = _Transport()
-    coalesced = _CoalescedWrites(transport, asyncio.get_running_loop())  # type: ignore[arg-type]
-    coalesced.write(b"HTTP/1.1 200 OK\r\n\r\n")
-    coalesced.write(b"body")
-    assert transport.writes == []
-    await asyncio.sleep(0)
-    assert transport.writes == [b"HTTP/1.1 200 OK\r\n\r\nbody"]
-    coalesced.write(b"last")
-    coalesced.close()  # close flushes first
-    assert transport.writes[-1] == b"last" and transport.closed
-    assert coalesced.get_extra_info("peername") == "peername"
+    listener = await start_uvicorn(
+        app, sock, parse_address("http://127.0.0.1:0"), Settings(), graceful_shutdown_s=5
+    )
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+        assert (await client.get("/fast")).text == "ok"
+        slow = asyncio.create_task(client.get("/slow"))
+        while not listener.server.server_state.tasks:  # the slow request is in flight
+            await asyncio.sleep(0.001)
+        stopping = asyncio.create_task(listener.stop())
+        release.set()
+        assert (await slow).text == "ok"  # in-flight work finished during the drain
+        await stopping
+    assert listener.task.done() and listener.server.serving.is_set()

@@ -1,13 +1,16 @@
-"""Registry bookkeeping, routing, describe JSON and list paging."""
+"""Registry bookkeeping, routing, and the describe/list values rendered as TorchServe's JSON
+(by the REST adapter's renderer, so the shape is pinned end to end)."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from torchwick.handlers.messages import PredictRequest
+from torchwick.server.api.rest_render import format_start_time, render_page, render_status
+from torchwick.server.contracts import InferenceRequest
 from torchwick.server.errors import (
     Conflict,
     ForbiddenOperation,
@@ -19,13 +22,20 @@ from torchwick.server.registry import (
     ModelSpec,
     ModelVersionEntry,
     ModelVersions,
-    describe_entry,
-    format_start_time,
-    list_page,
+    model_status,
 )
+from torchwick.server.registry import list_page as page_of
 from torchwick.server.scheduling import Batcher
 
 from ..scheduling.fake_pool import FakePool
+
+
+def describe_entry(e: ModelVersionEntry, customized: Any = None) -> dict[str, Any]:
+    return render_status(model_status(e, is_default=True, customized=customized))
+
+
+def list_page(defaults: list[ModelVersionEntry], limit: int, offset: int) -> dict[str, Any]:
+    return render_page(page_of(defaults, limit, offset))
 
 
 def entry(name: str, version: str = "1.0", *, workers: int = 0) -> ModelVersionEntry:
@@ -54,7 +64,7 @@ def test_first_version_is_default_and_routing() -> None:
     v1, v2 = entry("m", "1.0"), entry("m", "2.0")
     assert registry.add(v1) is True
     assert registry.add(v2) is False
-    request = PredictRequest("r")
+    request = InferenceRequest("r")
     assert registry.route("m", None, request) is v1
     assert registry.route("m", "2.0", request) is v2
     assert registry.get("m") is v1
@@ -64,7 +74,7 @@ def test_lookup_errors_use_torchserve_texts() -> None:
     registry = ModelRegistry()
     registry.add(entry("m"))
     with pytest.raises(ModelNotFound, match=r"^Model not found: x$"):
-        registry.route("x", None, PredictRequest("r"))
+        registry.route("x", None, InferenceRequest("r"))
     with pytest.raises(
         ModelVersionNotFound, match=r"^Model version: 9 does not exist for model: m$"
     ):
@@ -114,14 +124,16 @@ def test_set_default() -> None:
 
 def test_custom_router_seam() -> None:
     class Latest:
-        def route(self, model: ModelVersions, request: PredictRequest | None) -> ModelVersionEntry:
+        def route(
+            self, model: ModelVersions, request: InferenceRequest | None
+        ) -> ModelVersionEntry:
             return list(model.versions.values())[-1]
 
     registry = ModelRegistry(Latest())
     registry.add(entry("m", "1.0"))
     v2 = entry("m", "2.0")
     registry.add(v2)
-    assert registry.route("m", None, PredictRequest("r")) is v2
+    assert registry.route("m", None, InferenceRequest("r")) is v2
 
 
 def test_list_paging_quirks() -> None:

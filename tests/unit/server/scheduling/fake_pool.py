@@ -47,6 +47,8 @@ class FakePool:
     stream: bool = False
     released: list[int] = field(default_factory=list)
     describe_body: bytes = b'{"owner": "fake"}'
+    #: Answers each request (default: its own id as the body).
+    respond: Callable[[PredictRequest], PredictResponse] | None = None
 
     def __post_init__(self) -> None:
         self._idle: asyncio.Queue[int] = asyncio.Queue()
@@ -116,6 +118,8 @@ class FakePool:
             if self.stream and on_intermediate is not None:
                 for r in batch:
                     on_intermediate(PredictResponse(r.request_id, body=b"chunk", final=False))
+            if self.respond is not None:
+                return [self.respond(r) for r in batch]
             return [PredictResponse(r.request_id, body=r.request_id.encode()) for r in batch]
         finally:
             self._give_back(lease)
