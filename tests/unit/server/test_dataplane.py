@@ -93,8 +93,8 @@ async def test_register_synchronously_then_infer(env: Env) -> None:
     assert response.body == b"abc"
     assert env.plane.model_ready("echo") and env.plane.healthy()
     config: Any = env.supervisor.configs["echo_1.0"]
-    assert config.load_spec.handler == "echo_handler.py"
-    assert config.load_spec.model_dir.startswith(str(env.work))
+    assert config.handler == "echo_handler.py"
+    assert config.model_dir.startswith(str(env.work))
 
 
 async def test_register_short_of_workers_is_206(tmp_path: Path) -> None:

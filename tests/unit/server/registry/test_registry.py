@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 
@@ -16,7 +15,7 @@ from torchwick.server.errors import (
 )
 from torchwick.server.registry import (
     ModelRegistry,
-    ModelSpec,
+    ModelVersionConfig,
     ModelVersionEntry,
     ModelVersions,
     describe_entry,
@@ -30,7 +29,7 @@ from ..scheduling.fake_pool import FakePool
 
 def entry(name: str, version: str = "1.0", *, workers: int = 0) -> ModelVersionEntry:
     pool = FakePool(workers=workers)
-    spec = ModelSpec(
+    spec = ModelVersionConfig(
         name=name,
         version=version,
         url=f"{name}.mar",
@@ -44,9 +43,10 @@ def entry(name: str, version: str = "1.0", *, workers: int = 0) -> ModelVersionE
         response_timeout=120,
         startup_timeout=120,
         job_queue_size=100,
+        model_dir="/tmp",
     )
     batcher = Batcher(pool, batch_size=1, capacity=100, unavailable_message="none")
-    return ModelVersionEntry(spec, pool, batcher, Path("/tmp"), {})
+    return ModelVersionEntry(spec, pool, batcher)
 
 
 def test_first_version_is_default_and_routing() -> None:
