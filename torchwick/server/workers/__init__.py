@@ -19,14 +19,15 @@ if TYPE_CHECKING:
     from .backoff import BackoffPolicy
     from .config import WorkerInfo, WorkerStatus
     from .leasing import WorkerLease
-    from .pool import SlotProvider, WorkerPool
+    from .pool import WorkerPool
+    from .slots import SlotProvider
     from .supervisor import MetricSink, WorkerSupervisor
 
 _EXPORTS = {
     "BackoffPolicy": ".backoff",
     "MetricSink": ".supervisor",
     "WorkerInfo": ".config",
-    "SlotProvider": ".pool",
+    "SlotProvider": ".slots",
     "WorkerLease": ".leasing",
     "WorkerPool": ".pool",
     "WorkerStatus": ".config",

@@ -21,7 +21,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 
 from torchwick.handlers.messages import PredictRequest, PredictResponse
 from torchwick.server.errors import ModelLoadFailed, ServiceUnavailable
@@ -33,30 +33,9 @@ from .config import WorkerInfo, WorkerStatus
 from .ipc import Kind
 from .leasing import IdleWorkers, WorkerLease
 from .process import LoadFailedError, WorkerProcess
+from .slots import SlotProvider
 
 logger = logging.getLogger(__name__)
-
-
-class SlotProvider(Protocol):
-    """What a pool needs from the server-wide owner of workers (``WorkerSupervisor``)."""
-
-    def open_slot(self, config: ModelVersionConfig, owner: str) -> tuple[int, int | None]:
-        """A fresh worker id and the slot's GPU (``None`` for CPU); pair with ``close_slot``."""
-        ...
-
-    def close_slot(self, worker_id: int, gpu_id: int | None) -> None:
-        """Give back a slot's GPU and its share of the thread budget."""
-        ...
-
-    def new_worker(
-        self, config: ModelVersionConfig, worker_id: int, gpu_id: int | None
-    ) -> WorkerProcess:
-        """A not yet started worker process for slot ``worker_id`` (its LOAD frame included)."""
-        ...
-
-    def forget_pool(self, key: str) -> None:
-        """Called once by a pool that finished closing."""
-        ...
 
 
 class _Slot:

@@ -233,3 +233,21 @@ async def test_close_stops_everything(tmp_path: Path) -> None:
         await pool.acquire()
     with pytest.raises(ServiceUnavailable):
         await pool.scale(1, wait=False)
+
+
+def test_the_pool_does_not_import_the_supervisor() -> None:
+    """The pool reaches the supervisor only through the ``SlotProvider`` protocol."""
+    import ast
+
+    import torchwick.server.workers.pool as pool_module
+
+    tree = ast.parse(Path(pool_module.__file__).read_text())
+    imported = [
+        node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+    ] + [
+        alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import)
+        for alias in node.names
+    ]
+    assert imported and not [name for name in imported if "supervisor" in name]
