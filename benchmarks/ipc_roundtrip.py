@@ -20,9 +20,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from torchwick.handlers.messages import InputParameter, LoadSpec, PredictRequest
+from torchwick.handlers.messages import InputParameter, PredictRequest
+from torchwick.server.model_version import ModelVersionConfig
 from torchwick.server.settings import Settings
-from torchwick.server.workers import WorkerPool, WorkerPoolConfig, WorkerSupervisor
+from torchwick.server.workers import WorkerPool, WorkerSupervisor
 
 ECHO = "def handle(data, context):\n    return None if data is None else [b'ok' for _ in data]\n"
 BODY = b'{"data": [' + b", ".join([b"0.5"] * 64) + b"]}"  # ~660 bytes, like the MLP request
@@ -63,8 +64,23 @@ async def main(rounds: int, batches: int) -> None:
         folder.mkdir()
         (folder / "echo.py").write_text(ECHO)
         supervisor = WorkerSupervisor(Settings(log_location=Path(tmp) / "logs"))
-        spec = LoadSpec("echo", "1.0", str(folder), "echo.py", batch_size=8)
-        pool = supervisor.create_pool("echo", WorkerPoolConfig(load_spec=spec))
+        config = ModelVersionConfig(
+            name="echo",
+            version="1.0",
+            url="echo",
+            mar_name=None,
+            runtime="python",
+            handler="echo.py",
+            min_workers=1,
+            max_workers=1,
+            batch_size=8,
+            max_batch_delay=100,
+            response_timeout=120,
+            startup_timeout=120,
+            job_queue_size=100,
+            model_dir=str(folder),
+        )
+        pool = supervisor.create_pool("echo", config)
         try:
             started = time.perf_counter()
             await pool.scale(1, wait=True)

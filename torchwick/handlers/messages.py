@@ -13,6 +13,9 @@ from typing import Any
 
 Header = tuple[str, str]
 
+#: The largest answer frame a worker sends by default (TorchServe's ``max_response_size``).
+DEFAULT_MAX_RESPONSE_SIZE = 6553500
+
 
 @dataclass(frozen=True, slots=True)
 class InputParameter:
@@ -70,11 +73,15 @@ class MetricRecord:
 
 @dataclass(frozen=True, slots=True)
 class LoadSpec:
-    """Everything a worker needs to load one model version.
+    """Everything a worker needs to load and serve one model version: the LOAD frame.
 
-    ``handler`` is the manifest's handler (or the registration override): a built-in name,
-    ``module``, ``module:function`` or ``file.py[:function]`` relative to ``model_dir``.
-    ``gpu_id`` is ``None`` for CPU.
+    The server derives it in one place, ``ModelVersionConfig.load_spec``; no worker setting
+    travels on the command line or in the environment (only the socket path and the spawn
+    token do). ``handler`` is the manifest's handler (or the registration override): a built-in
+    name, ``module``, ``module:function`` or ``file.py[:function]`` relative to ``model_dir``.
+    ``gpu_id`` is ``None`` for CPU. ``threads`` is the worker's torch/OpenMP/MKL thread budget;
+    with ``adaptive_threads`` the worker may drop to one thread while batches are tiny.
+    ``max_response_size`` caps each response body and each answer frame.
     """
 
     model_name: str
@@ -88,3 +95,6 @@ class LoadSpec:
     limit_max_image_pixels: bool = True
     decode_input_request: bool = True
     service_envelope: str | None = None
+    threads: int = 1
+    adaptive_threads: bool = False
+    max_response_size: int = DEFAULT_MAX_RESPONSE_SIZE

@@ -26,11 +26,9 @@ import json
 import logging
 import time
 import uuid
-import weakref
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from torchwick.archiver import parse_model_config
 from torchwick.handlers.messages import PredictRequest, PredictResponse
 from torchwick.server.contracts import (
     InferenceRequest,
@@ -130,10 +128,6 @@ class DataPlane(ModelManagement):
         self._monitor: asyncio.Task[None] | None = None
         self._accounting = accounting
         self._startup_pending = True
-        # Weak keys: an unregistered version's parsed config goes with it.
-        self._configs: weakref.WeakKeyDictionary[ModelVersionEntry, dict[str, Any]] = (
-            weakref.WeakKeyDictionary()
-        )
 
     # ------------------------------------------------------------------------------ inference
     async def infer(
@@ -224,7 +218,7 @@ class DataPlane(ModelManagement):
         ``model-config.yaml`` ``metadata`` section; see ``registry/metadata.py``). Raises the
         404s, and ``BadRequest`` for a malformed declaration."""
         entry = self._registry.get(model, version)
-        config = self._model_config(entry)
+        config = entry.spec.yaml_config
         versions = tuple(self._registry.model(model).versions)
         return ModelMetadata(
             name=entry.name,
@@ -233,22 +227,6 @@ class DataPlane(ModelManagement):
             inputs=declared_tensors(config, "inputs"),
             outputs=declared_tensors(config, "outputs"),
         )
-
-    def _model_config(self, entry: ModelVersionEntry) -> dict[str, Any]:
-        cached = self._configs.get(entry)
-        if cached is not None:
-            return cached
-        raw: dict[str, Any] = {}
-        model_section = entry.manifest.get("model")
-        name = model_section.get("configFile") if isinstance(model_section, dict) else None
-        if isinstance(name, str) and name:
-            path = entry.model_dir / name
-            try:
-                raw = dict(parse_model_config(path.read_bytes(), where=name).raw)
-            except (OSError, ValueError) as exc:
-                logger.warning("model %s: cannot read %s: %s", entry.name, name, exc)
-        self._configs[entry] = raw
-        return raw
 
     # -------------------------------------------------------------------------------- health
     def healthy(self) -> bool:

@@ -9,9 +9,10 @@ from typing import Any
 
 import pytest
 
-from torchwick.handlers.messages import InputParameter, LoadSpec, MetricRecord, PredictRequest
+from tests.support.versions import version_config
+from torchwick.handlers.messages import InputParameter, MetricRecord, PredictRequest
 from torchwick.server.settings import Settings
-from torchwick.server.workers import WorkerPool, WorkerPoolConfig, WorkerSupervisor
+from torchwick.server.workers import WorkerPool, WorkerSupervisor
 
 #: A module-level entry point (TorchServe style): ``handle(None, ctx)`` initialises.
 ECHO_HANDLER = textwrap.dedent(
@@ -29,6 +30,8 @@ ECHO_HANDLER = textwrap.dedent(
         if data is None:
             if os.path.exists("fail_load"):
                 raise RuntimeError("cannot read the weights")
+            if os.path.exists("slow_load"):
+                time.sleep(60)
             return None
         out = []
         for idx, row in enumerate(data):
@@ -82,26 +85,40 @@ def model_dir(tmp_path: Path) -> Path:
 
 
 class Harness:
-    """A supervisor over one model folder; ``pool(**config)`` makes pools for it."""
+    """A supervisor over one model folder; ``pool(**config)`` makes pools for it.
 
-    def __init__(self, tmp_path: Path, model_dir: Path, **settings: Any) -> None:
+    ``supervisor_options`` go to ``WorkerSupervisor`` (e.g. ``max_load_failures``); the other
+    keyword arguments are ``Settings``.
+    """
+
+    def __init__(
+        self,
+        tmp_path: Path,
+        model_dir: Path,
+        supervisor_options: dict[str, Any] | None = None,
+        **settings: Any,
+    ) -> None:
         self.metrics: list[MetricRecord] = []
         self.settings = Settings(log_location=tmp_path / "logs", **settings)
         self.model_dir = model_dir
-        self.supervisor = WorkerSupervisor(self.settings, on_metrics=self._metrics)
+        self.supervisor = WorkerSupervisor(
+            self.settings, on_metrics=self._metrics, **(supervisor_options or {})
+        )
         self._count = 0
 
     def _metrics(self, model: str, version: str, records: Sequence[MetricRecord]) -> None:
         self.metrics.extend(records)
 
     def pool(self, **config: Any) -> WorkerPool:
+        """A pool for ``echo`` 1.0; ``config`` replaces fields of its ``ModelVersionConfig``."""
         self._count += 1
-        spec = LoadSpec("echo", "1.0", str(self.model_dir), "echo.py", batch_size=4)
-        config.setdefault("response_timeout_s", 20.0)
-        config.setdefault("startup_timeout_s", 60.0)
-        return self.supervisor.create_pool(
-            f"echo_{self._count}", WorkerPoolConfig(load_spec=spec, **config)
+        config.setdefault("response_timeout", 20)
+        config.setdefault("startup_timeout", 60)
+        config.setdefault("batch_size", 4)
+        version = version_config(
+            self.model_dir, name="echo", version="1.0", handler="echo.py", **config
         )
+        return self.supervisor.create_pool(f"echo_{self._count}", version)
 
     def model_log(self) -> str:
         path = self.settings.log_location / "model_log.log"
@@ -116,3 +133,18 @@ async def harness(tmp_path: Path, model_dir: Path) -> AsyncIterator[Harness]:
 
 
 HarnessFactory = Callable[..., Harness]
+
+
+@pytest.fixture
+async def make_harness(tmp_path: Path, model_dir: Path) -> AsyncIterator[HarnessFactory]:
+    """Harnesses with their own supervisor options or settings; all closed afterwards."""
+    made: list[Harness] = []
+
+    def make(**options: Any) -> Harness:
+        options.setdefault("worker_heartbeat_s", 0.25)
+        made.append(Harness(tmp_path, model_dir, **options))
+        return made[-1]
+
+    yield make
+    for harness in made:
+        await harness.supervisor.close()

@@ -103,8 +103,8 @@ async def test_register_synchronously_then_infer(env: Env) -> None:
     assert not env.plane.ready()  # the startup models have not been tried yet
     assert response.model_name == "echo" and response.model_version == "1.0"
     config: Any = env.supervisor.configs["echo_1.0"]
-    assert config.load_spec.handler == "echo_handler.py"
-    assert config.load_spec.model_dir.startswith(str(env.work))
+    assert config.handler == "echo_handler.py"
+    assert config.model_dir.startswith(str(env.work))
 
 
 async def test_register_short_of_workers_is_206(tmp_path: Path) -> None:

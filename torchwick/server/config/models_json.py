@@ -18,8 +18,13 @@ from pydantic.alias_generators import to_camel
 from .errors import ConfigError
 
 
-class ModelVersionOverrides(BaseModel):
-    """Overrides for one model version, read from TorchServe's camelCase JSON names."""
+class _VersionOverrides(BaseModel):
+    """The schema of one model version's entry, read from TorchServe's camelCase JSON names.
+
+    Only a validator: the checked values stay a plain mapping (``Settings.models``, the shape
+    snapshots write back), and ``registry.precedence`` folds them, with the archive's yaml and
+    the registration parameters, into the version's one ``ModelVersionConfig``.
+    """
 
     model_config = ConfigDict(extra="allow", frozen=True, alias_generator=to_camel)
 
@@ -36,7 +41,7 @@ class ModelVersionOverrides(BaseModel):
 
 
 _KNOWN_FIELDS = frozenset(
-    field.alias or name for name, field in ModelVersionOverrides.model_fields.items()
+    field.alias or name for name, field in _VersionOverrides.model_fields.items()
 )
 
 ModelsMapping = Mapping[str, Mapping[str, Mapping[str, Any]]]
@@ -70,7 +75,7 @@ def parse_models_json(key: str, raw: str) -> tuple[ModelsMapping, tuple[str, ...
             if not isinstance(fields, dict):
                 raise ConfigError(f"{where}: expected a JSON object")
             try:
-                overrides = ModelVersionOverrides.model_validate(fields)
+                overrides = _VersionOverrides.model_validate(fields)
             except ValidationError as error:
                 first = error.errors()[0]
                 location = ".".join(str(part) for part in first["loc"])

@@ -2,7 +2,7 @@
 
 from .admission import DEFAULT_VERSION, PoolFactory, admit, pool_key
 from .describe import list_page, model_status, pool_state, snapshot_models, worker_rows
-from .precedence import check_runtime, resolve_spec
+from .precedence import check_runtime, resolve_version_config
 from .registry import (
     DefaultVersionRouter,
     ModelRegistry,
@@ -17,14 +17,13 @@ from .startup import (
     parse_load_models,
     startup_workers,
 )
-from .types import ManagementResult, ModelSpec, RegisterRequest
+from .types import ModelVersionConfig, RegisterRequest
 
 __all__ = [
     "DEFAULT_VERSION",
     "DefaultVersionRouter",
-    "ManagementResult",
     "ModelRegistry",
-    "ModelSpec",
+    "ModelVersionConfig",
     "ModelVersionEntry",
     "ModelVersions",
     "PoolFactory",
@@ -40,7 +39,7 @@ __all__ = [
     "parse_load_models",
     "pool_key",
     "pool_state",
-    "resolve_spec",
+    "resolve_version_config",
     "snapshot_models",
     "startup_workers",
     "worker_rows",

@@ -11,16 +11,15 @@ from collections.abc import Callable
 from typing import Protocol
 
 from torchwick.archiver import MODEL_NAME_PATTERN
-from torchwick.handlers.messages import LoadSpec
 from torchwick.server.errors import BadRequest, Conflict, ServiceUnavailable
 from torchwick.server.model_store import ModelStore, PreparedModel
+from torchwick.server.model_version import ModelVersionConfig
 from torchwick.server.scheduling import AnyManagedPool, Batcher, no_worker_message
 from torchwick.server.settings import Settings
-from torchwick.server.workers.config import WorkerPoolConfig
 
-from .precedence import resolve_spec
+from .precedence import resolve_version_config
 from .registry import ModelRegistry, ModelVersionEntry
-from .types import ModelSpec, RegisterRequest
+from .types import RegisterRequest
 
 DEFAULT_VERSION = "1.0"
 
@@ -42,12 +41,12 @@ class PoolFactory(Protocol):
         """The GPU allocator (its ``visible`` count sizes startup models)."""
         ...
 
-    def create_pool(self, key: str, config: WorkerPoolConfig) -> AnyManagedPool:
+    def create_pool(self, key: str, config: ModelVersionConfig) -> AnyManagedPool:
         """A new, empty pool (target 0) for one model version."""
         ...
 
 
-def pool_key(spec: ModelSpec) -> str:
+def pool_key(spec: ModelVersionConfig) -> str:
     """The supervisor's key of a version's pool (TorchServe's ``name_version`` style)."""
     return f"{spec.name}_{spec.version}"
 
@@ -78,7 +77,10 @@ def admit(
     clock: Callable[[], float] = time.monotonic,
     startup_workers: int | None = None,
 ) -> ModelVersionEntry:
-    """Resolve the version's settings, create its pool and batcher and add it to ``registry``.
+    """Resolve the version's config, create its pool and batcher and add it to ``registry``.
+
+    The one ``ModelVersionConfig`` becomes the entry's ``spec`` and is what the pool is
+    created from (its workers' LOAD frames are derived from it).
 
     Raises ``BadRequest`` (name, handler, runtime, timeouts) or ``Conflict`` (already
     registered, or the same pool key is still shutting down) before any pool exists, and
@@ -88,42 +90,23 @@ def admit(
     extracted = prepared.extracted
     name, version, handler = _name_and_handler(request, prepared, settings)
     registry.check_free(name, version)
-    spec = resolve_spec(
+    spec = resolve_version_config(
         request=request,
         name=name,
         version=version,
         mar_name=prepared.source.mar_name,
         manifest_runtime=extracted.manifest.runtime,
         handler=handler,
+        model_dir=str(extracted.root),
+        manifest=extracted.manifest.to_json_dict(),
         yaml=extracted.config,
         has_config_file=extracted.manifest.model.config_file is not None,
         settings=settings,
         startup_workers=startup_workers,
     )
-    manifest = extracted.manifest.to_json_dict()
-    load_spec = LoadSpec(
-        model_name=name,
-        model_version=version,
-        model_dir=str(extracted.root),
-        handler=handler,
-        batch_size=spec.batch_size,
-        manifest=manifest,
-        model_yaml_config=dict(extracted.config.raw),
-        limit_max_image_pixels=settings.limit_max_image_pixels,
-        decode_input_request=settings.decode_input_request,
-        service_envelope=settings.service_envelope,
-    )
     key = pool_key(spec)
-    config = WorkerPoolConfig(
-        load_spec=load_spec,
-        device_type=spec.device_type,
-        device_ids=spec.device_ids,
-        response_timeout_s=float(spec.response_timeout),
-        startup_timeout_s=float(spec.startup_timeout),
-        max_response_size=settings.max_response_size,
-    )
     try:
-        pool = pools.create_pool(key, config)
+        pool = pools.create_pool(key, spec)
     except ValueError as exc:  # the key's previous pool is still stopping
         raise Conflict(f"Workers of {key} from an earlier registration are still stopping") from exc
     except RuntimeError as exc:  # the supervisor is closed: the server is shutting down
@@ -139,8 +122,6 @@ def admit(
         spec=spec,
         pool=pool,
         batcher=batcher,
-        model_dir=extracted.root,
-        manifest=manifest,
         workdir=prepared.workdir,
         downloaded=ModelStore.downloaded_path(prepared.source),
     )

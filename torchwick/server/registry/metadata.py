@@ -11,7 +11,8 @@ Declared in the archive's ``model-config.yaml`` under ``metadata``::
 
 A version that declares nothing has empty inputs and outputs (the Open Inference Protocol
 allows that). A malformed declaration is a ``BadRequest`` naming the entry, raised when the
-metadata is asked for (the model still serves predictions).
+metadata is asked for (the model still serves predictions). The yaml is the one parsed at
+registration (``ModelVersionConfig.yaml_config``).
 """
 
 from __future__ import annotations

@@ -1,5 +1,9 @@
 """Which value wins for each setting of a model version: TorchServe's registration rules.
 
+``resolve_version_config`` is the only producer of ``ModelVersionConfig``. Its sources: the
+archive's ``model-config.yaml`` (``torchwick.archiver.ModelConfig``), the ``models=`` JSON
+(``Settings.models``), the registration parameters (``RegisterRequest``) and server settings.
+
 - ``batchSize`` / ``maxBatchDelay``: the API value when given; else the archive's
   ``model-config.yaml`` value when > 0; else the ``models=`` JSON value (> 0); else 1 / 100 ms.
 - ``responseTimeout`` / ``startupTimeout``: a value set in the archive's yaml wins; else the
@@ -9,6 +13,8 @@
   model the startup default, then the ``models=`` JSON ``minWorkers``/``maxWorkers``; a yaml with
   ``minWorkers > 0`` and ``maxWorkers >= minWorkers`` overrides all of these.
 - ``jobQueueSize``, device and parallelism settings come from the yaml, else server defaults.
+- ``max_response_size``, ``limit_max_image_pixels``, ``decode_input_request`` and
+  ``service_envelope`` are the server settings at registration time.
 
 Invalid input raises ``BadRequest`` with the message the client sees.
 """
@@ -19,9 +25,10 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 from torchwick.server.errors import BadRequest
+from torchwick.server.model_version import ModelVersionConfig
 from torchwick.server.settings import Settings
 
-from .types import ModelSpec, RegisterRequest
+from .types import RegisterRequest
 
 DEFAULT_BATCH_SIZE = 1
 DEFAULT_MAX_BATCH_DELAY_MS = 100
@@ -55,6 +62,8 @@ class YamlConfig(Protocol):
     def device_ids(self) -> tuple[int, ...] | None: ...
     @property
     def parallel_type(self) -> str | None: ...
+    @property
+    def raw(self) -> Mapping[str, Any]: ...
 
 
 def _positive(value: object) -> int | None:
@@ -93,7 +102,7 @@ def _api_timeout(value: int | None, name: str) -> int | None:
     return value
 
 
-def resolve_spec(
+def resolve_version_config(
     *,
     request: RegisterRequest,
     name: str,
@@ -101,13 +110,16 @@ def resolve_spec(
     mar_name: str | None,
     manifest_runtime: str,
     handler: str,
+    model_dir: str,
+    manifest: Mapping[str, Any],
     yaml: YamlConfig,
     has_config_file: bool,
     settings: Settings,
     startup_workers: int | None = None,
-) -> ModelSpec:
+) -> ModelVersionConfig:
     """The effective settings of ``name``/``version`` (see the module docstring for the rules).
 
+    ``model_dir`` is the extracted archive and ``manifest`` its MANIFEST as camelCase JSON.
     ``startup_workers`` is given only for models loaded at startup; it replaces the API's
     initial workers and lets the ``models=`` JSON set the worker counts.
     """
@@ -147,7 +159,7 @@ def resolve_spec(
         min_workers, max_workers = yaml_min, yaml_max
 
     device_type = yaml.device_type if yaml.device_type in ("cpu", "gpu") else "auto"
-    return ModelSpec(
+    return ModelVersionConfig(
         name=name,
         version=version,
         url=request.url,
@@ -166,4 +178,11 @@ def resolve_spec(
         parallel_type=yaml.parallel_type or "",
         parallel_level=_positive(yaml.parallel_level) or 0,
         loaded_at_startup=startup_workers is not None,
+        model_dir=model_dir,
+        manifest=manifest,
+        yaml_config=dict(yaml.raw),
+        max_response_size=settings.max_response_size,
+        limit_max_image_pixels=settings.limit_max_image_pixels,
+        decode_input_request=settings.decode_input_request,
+        service_envelope=settings.service_envelope,
     )

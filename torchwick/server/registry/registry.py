@@ -12,10 +12,10 @@ can be added later as other routers without touching callers.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from torchwick.server.contracts import InferenceRequest
 from torchwick.server.errors import (
@@ -26,25 +26,25 @@ from torchwick.server.errors import (
 )
 from torchwick.server.scheduling import AnyManagedPool, Batcher
 
-from .types import ModelSpec
+from .types import ModelVersionConfig
 
 
 @dataclass(eq=False)
 class ModelVersionEntry:
     """Everything the server holds for one registered model version.
 
-    ``spec`` is replaced (never mutated) when scaling changes the worker counts. ``workdir``
+    ``spec``, the version's one ``ModelVersionConfig``, is replaced (never mutated) when
+    scaling changes the worker counts; the pool keeps the config it was created with, whose
+    worker-facing fields never change. ``workdir``
     (the private extraction directory) and ``downloaded`` (an archive fetched into the model
     store for this registration) are deleted when the version is unregistered.
     ``short_since`` is when the pool last dropped below ``min_workers`` ready (for health);
     ``lock`` serialises management operations on this version.
     """
 
-    spec: ModelSpec
+    spec: ModelVersionConfig
     pool: AnyManagedPool
     batcher: Batcher
-    model_dir: Path
-    manifest: dict[str, object]
     workdir: Path | None = None
     downloaded: Path | None = None
     short_since: float | None = None
@@ -59,6 +59,16 @@ class ModelVersionEntry:
     def version(self) -> str:
         """The model version."""
         return self.spec.version
+
+    @property
+    def model_dir(self) -> Path:
+        """The extracted archive the workers load (``spec.model_dir``)."""
+        return Path(self.spec.model_dir)
+
+    @property
+    def manifest(self) -> Mapping[str, Any]:
+        """The archive's MANIFEST as TorchServe's camelCase JSON (``spec.manifest``)."""
+        return self.spec.manifest
 
 
 @dataclass(eq=False)

@@ -1,13 +1,20 @@
 """Values the management API hands to the data plane, and the effective settings of a version.
 
-``RegisterRequest`` and ``ManagementResult`` are part of the data plane's public contract
-(re-exported by ``torchwick.server.dataplane``). ``ModelSpec`` is what registration resolved
-for one model version after applying TorchServe's precedence rules (see ``precedence``).
+``RegisterRequest`` is part of the data plane's public contract (re-exported by
+``torchwick.server.dataplane``; the data plane's results are in ``torchwick.server.contracts``).
+``ModelVersionConfig`` is what registration resolved for one model version after applying
+TorchServe's precedence rules (see ``precedence``); it is defined in
+``torchwick.server.model_version`` so that the worker layer can use it without importing the
+registry, and re-exported here.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from torchwick.server.model_version import ModelVersionConfig
+
+__all__ = ["ModelVersionConfig", "RegisterRequest"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,42 +34,3 @@ class RegisterRequest:
     synchronous: bool = True
     response_timeout: int | None = None
     startup_timeout: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class ManagementResult:
-    """The answer of a management call: HTTP status (200, 202 or 206) and TorchServe's text,
-    sent as ``{"status": message}``."""
-
-    status_code: int
-    message: str
-
-
-@dataclass(frozen=True, slots=True)
-class ModelSpec:
-    """Effective settings of one registered model version.
-
-    ``url`` is what the client registered (shown as ``modelUrl``); ``mar_name`` is the archive's
-    name inside the model store when it lives there (for snapshots), else ``None``.
-    ``max_batch_delay`` is in milliseconds and only reported (torchwick never waits it out);
-    the timeouts are in seconds. ``device_type`` is ``auto``, ``cpu`` or ``gpu``.
-    """
-
-    name: str
-    version: str
-    url: str
-    mar_name: str | None
-    runtime: str
-    handler: str
-    min_workers: int
-    max_workers: int
-    batch_size: int
-    max_batch_delay: int
-    response_timeout: int
-    startup_timeout: int
-    job_queue_size: int
-    device_type: str = "auto"
-    device_ids: tuple[int, ...] | None = None
-    parallel_type: str = ""
-    parallel_level: int = 0
-    loaded_at_startup: bool = False

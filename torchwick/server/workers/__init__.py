@@ -1,8 +1,9 @@
 """Worker processes: spawning, supervision, and the framed IPC to them.
 
 The public surface (see ``docs/internal-contracts.md``, section *workers*) is
-``WorkerSupervisor`` (one per server), ``WorkerPool`` (one per model version),
-``WorkerPoolConfig``, ``WorkerLease``, ``WorkerInfo``, ``WorkerStatus``, ``BackoffPolicy`` and
+``WorkerSupervisor`` (one per server), ``WorkerPool`` (one per model version, configured by
+its ``torchwick.server.model_version.ModelVersionConfig``), ``SlotProvider`` (what a pool needs
+of the supervisor), ``WorkerLease``, ``WorkerInfo``, ``WorkerStatus``, ``BackoffPolicy`` and
 ``MetricSink``.
 
 Names are imported on first use: the worker process runs ``worker_main`` from this package and
@@ -16,18 +17,19 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .backoff import BackoffPolicy
-    from .config import WorkerInfo, WorkerPoolConfig, WorkerStatus
+    from .config import WorkerInfo, WorkerStatus
     from .leasing import WorkerLease
     from .pool import WorkerPool
+    from .slots import SlotProvider
     from .supervisor import MetricSink, WorkerSupervisor
 
 _EXPORTS = {
     "BackoffPolicy": ".backoff",
     "MetricSink": ".supervisor",
     "WorkerInfo": ".config",
+    "SlotProvider": ".slots",
     "WorkerLease": ".leasing",
     "WorkerPool": ".pool",
-    "WorkerPoolConfig": ".config",
     "WorkerStatus": ".config",
     "WorkerSupervisor": ".supervisor",
 }
@@ -35,10 +37,10 @@ _EXPORTS = {
 __all__ = [
     "BackoffPolicy",
     "MetricSink",
+    "SlotProvider",
     "WorkerInfo",
     "WorkerLease",
     "WorkerPool",
-    "WorkerPoolConfig",
     "WorkerStatus",
     "WorkerSupervisor",
 ]

@@ -1,12 +1,15 @@
-"""Values the worker layer exchanges with its callers: pool configuration and describe rows."""
+"""Values the worker layer reports to its callers: worker states and describe rows.
+
+A pool is configured by the version's ``torchwick.server.model_version.ModelVersionConfig``
+(there is no separate pool configuration type); supervision policy that is not per model
+(backoff, load failures before giving up, stop grace) is set on ``WorkerSupervisor``.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-
-from torchwick.handlers.messages import LoadSpec
 
 
 class WorkerStatus(StrEnum):
@@ -21,27 +24,6 @@ class WorkerStatus(StrEnum):
     READY = "READY"
     UNLOADING = "UNLOADING"
     FAILED = "FAILED"
-
-
-@dataclass(frozen=True, slots=True)
-class WorkerPoolConfig:
-    """How one model version's workers are started and supervised.
-
-    ``load_spec.gpu_id`` is ignored: the supervisor assigns a GPU per worker. ``device_type``
-    is ``auto`` (GPU when one is visible), ``cpu`` or ``gpu`` (falls back to CPU, with a
-    warning, when none is visible). ``device_ids`` restricts GPU workers to those ids; ids that
-    are not visible are dropped. A pool gives up after ``max_load_failures`` consecutive failed
-    loads. Stopping a worker waits ``stop_grace_s`` for it to exit before killing it.
-    """
-
-    load_spec: LoadSpec
-    device_type: str = "auto"
-    device_ids: tuple[int, ...] | None = None
-    response_timeout_s: float = 120.0
-    startup_timeout_s: float = 120.0
-    max_response_size: int = 6553500
-    max_load_failures: int = 5
-    stop_grace_s: float = 5.0
 
 
 @dataclass(frozen=True, slots=True)

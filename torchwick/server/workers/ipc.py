@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Sequence
+from dataclasses import fields
 from enum import IntEnum
 from typing import Any, Final
 
@@ -39,7 +40,8 @@ PREFIX: Final = struct.Struct("<2sBBIQ")
 PREFIX_SIZE: Final = PREFIX.size
 #: Headers carry ids, header names and lengths only; anything bigger is a broken peer.
 MAX_HEADER_SIZE: Final = 16 * 1024 * 1024
-#: Environment variable carrying the spawn token to the worker (removed there on start).
+#: Environment variable carrying the spawn token to the worker (removed there on start). Not a
+#: command-line argument: any user can read another's command line (``ps``), not its environment.
 TOKEN_ENV: Final = "TORCHWICK_WORKER_TOKEN"
 #: Frames below this size are joined before sending: one syscall beats a gather list there.
 SMALL_FRAME: Final = 64 * 1024
@@ -176,19 +178,9 @@ def _checked(header: Buffer, arity: int) -> tuple[Any, ...]:
 
 # ---- load ---------------------------------------------------------------------------------------
 
-_LOAD_FIELDS: Final = (
-    "model_name",
-    "model_version",
-    "model_dir",
-    "handler",
-    "batch_size",
-    "gpu_id",
-    "manifest",
-    "model_yaml_config",
-    "limit_max_image_pixels",
-    "decode_input_request",
-    "service_envelope",
-)
+#: The LOAD header is every ``LoadSpec`` field, in declaration order: a field added there is on
+#: the wire without a second list to keep in step (both ends run the same code).
+_LOAD_FIELDS: Final = tuple(f.name for f in fields(LoadSpec))
 
 
 def _plain(value: object) -> object:

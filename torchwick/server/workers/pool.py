@@ -8,6 +8,10 @@ without suspending when one is there, else queues a future that ``release`` fulf
 Failure state: ``max_load_failures`` consecutive failed loads (no successful load in between,
 across all slots) put the pool in ``failed``; slots stop retrying, waiters of ``acquire`` and
 ``scale(wait=True)`` get ``ModelLoadFailed(last_error)``. A later ``scale`` call re-arms it.
+
+The pool reads its version's ``ModelVersionConfig`` (placement, timeouts) and asks a
+``SlotProvider`` (the ``WorkerSupervisor``) for slots and worker processes; it never imports
+the supervisor, which owns the pools.
 """
 
 from __future__ import annotations
@@ -16,22 +20,20 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import replace
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from torchwick.handlers.messages import LoadSpec, PredictRequest, PredictResponse
+from torchwick.handlers.messages import PredictRequest, PredictResponse
 from torchwick.server.errors import ModelLoadFailed, ServiceUnavailable
+from torchwick.server.model_version import ModelVersionConfig
 
 from .backoff import Backoff, BackoffPolicy
 from .channel import IntermediateHandler
-from .config import WorkerInfo, WorkerPoolConfig, WorkerStatus
+from .config import WorkerInfo, WorkerStatus
 from .ipc import Kind
 from .leasing import IdleWorkers, WorkerLease
 from .process import LoadFailedError, WorkerProcess
-
-if TYPE_CHECKING:
-    from .supervisor import WorkerSupervisor
+from .slots import SlotProvider
 
 logger = logging.getLogger(__name__)
 
@@ -50,22 +52,32 @@ class _Slot:
 
 
 class WorkerPool:
-    """Workers of one model version; built by ``WorkerSupervisor.create_pool`` with target 0."""
+    """Workers of one model version; built by ``WorkerSupervisor.create_pool`` with target 0.
+
+    ``config`` is the version's config as registered; the pool reads its ``device_type``,
+    ``device_ids``, ``startup_timeout`` and ``response_timeout``. The pool gives up after
+    ``max_load_failures`` consecutive failed loads; stopping a worker waits ``stop_grace_s``
+    for it to exit before killing it.
+    """
 
     def __init__(
         self,
         key: str,
-        config: WorkerPoolConfig,
-        supervisor: WorkerSupervisor,
+        config: ModelVersionConfig,
+        slots: SlotProvider,
         *,
         backoff: BackoffPolicy,
+        max_load_failures: int,
+        stop_grace_s: float,
         clock: Callable[[], float],
         sleep: Callable[[float], Awaitable[Any]],
     ) -> None:
         self.key = key
         self.config = config
-        self._supervisor = supervisor
+        self._provider = slots
         self._backoff = backoff
+        self._max_load_failures = max_load_failures
+        self._stop_grace_s = stop_grace_s
         self._clock = clock
         self._sleep = sleep
         self._slots: list[_Slot] = []
@@ -151,7 +163,7 @@ class WorkerPool:
         return self.ready_count
 
     def _start_slot(self) -> None:
-        worker_id, gpu_id = self._supervisor.open_slot(self.config, self.key)
+        worker_id, gpu_id = self._provider.open_slot(self.config, self.key)
         slot = _Slot(worker_id, gpu_id, Backoff(self._backoff, self._clock))
         self._slots.append(slot)
         slot.task = asyncio.create_task(self._run_slot(slot), name=f"worker-{worker_id}")
@@ -190,7 +202,7 @@ class WorkerPool:
         if worker.status is WorkerStatus.UNLOADING:
             return  # already being stopped
         worker.status = WorkerStatus.UNLOADING
-        task = asyncio.create_task(worker.stop(self.config.stop_grace_s))
+        task = asyncio.create_task(worker.stop(self._stop_grace_s))
         self._retired.add(task)
         task.add_done_callback(self._retired.discard)
 
@@ -205,7 +217,7 @@ class WorkerPool:
                 worker.kill("worker slot closed")
                 with contextlib.suppress(Exception):
                     await asyncio.shield(worker.exited)
-            self._supervisor.close_slot(slot.worker_id, slot.gpu_id)
+            self._provider.close_slot(slot.worker_id, slot.gpu_id)
             self._notify()
 
     async def _slot_loop(self, slot: _Slot) -> None:
@@ -217,10 +229,10 @@ class WorkerPool:
                     return
             if self._failed:
                 return  # the pool gave up: no more attempts until scale() re-arms it
-            worker = self._supervisor.new_worker(self, slot.worker_id, self._spec_for(slot))
+            worker = self._provider.new_worker(self.config, slot.worker_id, slot.gpu_id)
             slot.worker = worker
             try:
-                await worker.start(self.config.startup_timeout_s)
+                await worker.start(float(self.config.startup_timeout))
             except Exception as exc:
                 if not isinstance(exc, LoadFailedError):  # a bug here must not wedge the pool
                     logger.exception("starting worker %s of %s failed", slot.worker_id, self.key)
@@ -250,9 +262,6 @@ class WorkerPool:
             )
             self._notify()
 
-    def _spec_for(self, slot: _Slot) -> LoadSpec:
-        return replace(self.config.load_spec, gpu_id=slot.gpu_id)
-
     def _load_failed(self, exc: LoadFailedError) -> None:
         self._load_failures += 1
         self.last_error = exc.message
@@ -263,7 +272,7 @@ class WorkerPool:
             self._load_failures,
             exc.message,
         )
-        if self._load_failures >= self.config.max_load_failures and not self._failed:
+        if self._load_failures >= self._max_load_failures and not self._failed:
             self._failed = True
             logger.error("%s: giving up after %d failed loads", self.key, self._load_failures)
             if self.ready_count == 0:
@@ -325,12 +334,12 @@ class WorkerPool:
         """Run ``batch`` on the leased worker; one final response per request, in order.
 
         Releases the lease. Raises ``WorkerDied`` (the worker died; it is replaced),
-        ``ResponseTimeout`` (no answer within ``response_timeout_s``; the worker is killed and
-        replaced) or ``InternalError`` (an answer above ``max_response_size``).
+        ``ResponseTimeout`` (no answer within the config's ``response_timeout``; the worker is
+        killed and replaced) or ``InternalError`` (an answer above ``max_response_size``).
         """
         worker = lease.take()
         try:
-            return await worker.predict(batch, on_intermediate, self.config.response_timeout_s)
+            return await worker.predict(batch, on_intermediate, float(self.config.response_timeout))
         finally:
             self._release_worker(worker)
 
@@ -339,7 +348,7 @@ class WorkerPool:
         worker = lease.take()
         try:
             responses = await worker.predict(
-                [request], None, self.config.response_timeout_s, kind=Kind.DESCRIBE
+                [request], None, float(self.config.response_timeout), kind=Kind.DESCRIBE
             )
             return responses[0]
         finally:
@@ -367,7 +376,7 @@ class WorkerPool:
         self._notify()
         tasks.extend(self._retired)
         await asyncio.gather(*tasks, return_exceptions=True)
-        self._supervisor.forget_pool(self.key)
+        self._provider.forget_pool(self.key)
 
     def _change_future(self) -> asyncio.Future[None]:
         if self._changed is None:

@@ -1,10 +1,17 @@
 """One worker OS process: spawn, connect, load, run operations, watch, stop.
 
 The frontend listens on a fresh unix socket in the supervisor's private (0700) directory,
-spawns ``python -P -m torchwick.server.workers.worker_main`` (a fresh interpreter: spawn
-semantics, and ``-P`` keeps the model directory, the worker's cwd, from shadowing modules),
-and waits for the worker to connect and prove itself with the spawn token. Its stdout and
-stderr are pumped into the model log.
+spawns ``python -P -m torchwick.server.workers.worker_main --socket PATH`` (a fresh
+interpreter: spawn semantics, and ``-P`` keeps the model directory, the worker's cwd, from
+shadowing modules), and waits for the worker to connect and prove itself with the spawn token.
+Its stdout and stderr are pumped into the model log.
+
+What travels how: the command line carries only the socket path (needed before any frame can
+be read). The spawn token travels in the environment because a command line is world-readable
+(``ps``, ``/proc/<pid>/cmdline``) while a process's environment is readable only by its own
+user and root; the worker removes it before any handler code runs. Every worker setting
+(thread budget, adaptive threads, GPU, response size limit, batch size, envelope, ...) is in
+the LOAD frame, the ``LoadSpec`` the supervisor derived from the version's config.
 
 Liveness, and why no heartbeat thread in the worker: the worker is single-threaded and
 answers PING between operations only. While an operation is outstanding the heartbeat does not
@@ -80,11 +87,9 @@ class WorkerProcess:
         worker_id: int,
         name: str,
         spec: LoadSpec,
-        threads: int,
         socket_path: Path,
         env: Mapping[str, str],
         token: str,
-        max_response_size: int,
         heartbeat_s: float,
         model_log: ModelLog,
         on_metrics: MetricsHandler,
@@ -94,7 +99,6 @@ class WorkerProcess:
         self.worker_id = worker_id
         self.name = name
         self.spec = spec
-        self.threads = threads
         self.status = WorkerStatus.LOADING
         self.pid: int | None = None
         self.start_time = datetime.now(UTC)
@@ -106,7 +110,6 @@ class WorkerProcess:
         self._env = env
         self._token = token
         self._heartbeat_s = heartbeat_s
-        self._max_response_size = max_response_size
         self._model_log = model_log
         self._clock = clock
         self._sleep = sleep
@@ -116,7 +119,11 @@ class WorkerProcess:
         loop = asyncio.get_running_loop()
         self.exited: asyncio.Future[int] = loop.create_future()
         self.channel = WorkerChannel(
-            name, token, max_response_size=max_response_size, on_metrics=on_metrics, clock=clock
+            name,
+            token,
+            max_response_size=spec.max_response_size,
+            on_metrics=on_metrics,
+            clock=clock,
         )
 
     @property
@@ -185,12 +192,6 @@ class WorkerProcess:
                 "torchwick.server.workers.worker_main",
                 "--socket",
                 path,
-                "--name",
-                self.name,
-                "--threads",
-                str(self.threads),
-                "--max-response-size",
-                str(self._max_response_size),
                 cwd=self.spec.model_dir,
                 env=dict(self._env),
                 stdin=asyncio.subprocess.DEVNULL,

@@ -1,9 +1,11 @@
 """The server-wide owner of worker processes: ids, sockets, GPUs, thread budgets, the model log.
 
-One ``WorkerSupervisor`` per server. Pools (one per model version) ask it for a slot (a worker
-id and a GPU, both kept across restarts) and for each new worker process (socket path, spawn
-token, environment, thread budget). Everything it touches on disk, the private socket folder,
-is created on first use and removed by ``close``.
+One ``WorkerSupervisor`` per server. Pools (one per model version) ask it, through the
+``SlotProvider`` protocol, for a slot (a worker id and a GPU, both kept across restarts) and
+for each new worker process (socket path, spawn token, environment, thread budget). The
+worker's LOAD frame is derived from the version's ``ModelVersionConfig`` plus that worker's GPU
+and thread budget, in ``new_worker`` only. Everything it touches on disk, the private socket
+folder, is created on first use and removed by ``close``.
 """
 
 from __future__ import annotations
@@ -21,11 +23,11 @@ from pathlib import Path
 from typing import Any
 
 import torchwick
-from torchwick.handlers.messages import LoadSpec, MetricRecord
+from torchwick.handlers.messages import MetricRecord
+from torchwick.server.model_version import ModelVersionConfig
 from torchwick.server.settings import Settings
 
 from .backoff import BackoffPolicy
-from .config import WorkerPoolConfig
 from .devices import (
     GpuAllocator,
     count_driver_gpus,
@@ -38,7 +40,6 @@ from .ipc import TOKEN_ENV
 from .model_log import ModelLog
 from .pool import WorkerPool
 from .process import WorkerProcess
-from .threads import ADAPTIVE_THREADS_ENV
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +62,9 @@ class WorkerSupervisor:
 
     ``gpu_count``/``cpu_count``/``environ`` override detection (for tests); ``clock`` and
     ``sleep`` drive heartbeats and restart backoff. ``on_metrics`` receives handler metrics
-    (the default logs them at DEBUG).
+    (the default logs them at DEBUG). Server-wide supervision policy for every pool: restarts
+    follow ``backoff``; a pool gives up after ``max_load_failures`` consecutive failed loads;
+    a stopped worker gets ``stop_grace_s`` to exit before it is killed.
     """
 
     def __init__(
@@ -71,6 +74,8 @@ class WorkerSupervisor:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
         backoff: BackoffPolicy | None = None,
+        max_load_failures: int = 5,
+        stop_grace_s: float = 5.0,
         gpu_count: int | None = None,
         cpu_count: int | None = None,
         environ: Mapping[str, str] | None = None,
@@ -80,6 +85,8 @@ class WorkerSupervisor:
         self._clock = clock
         self._sleep = sleep
         self._backoff = backoff or BackoffPolicy()
+        self._max_load_failures = max(1, max_load_failures)
+        self._stop_grace_s = stop_grace_s
         self._gpu_count = gpu_count
         self._cpus = cpu_count if cpu_count is not None else usable_cpus()
         self._environ = environ
@@ -94,14 +101,24 @@ class WorkerSupervisor:
 
     # ---- pools -------------------------------------------------------------------------------
 
-    def create_pool(self, key: str, config: WorkerPoolConfig) -> WorkerPool:
-        """A new pool with target 0 for one model version; ``key`` must be unused."""
+    def create_pool(self, key: str, config: ModelVersionConfig) -> WorkerPool:
+        """A new pool with target 0 for one model version; ``key`` must be unused.
+
+        Raises ``RuntimeError`` once closed and ``ValueError`` for a key in use.
+        """
         if self._closed:
             raise RuntimeError("the worker supervisor is closed")
         if key in self._pools:
             raise ValueError(f"a worker pool named {key!r} already exists")
         pool = WorkerPool(
-            key, config, self, backoff=self._backoff, clock=self._clock, sleep=self._sleep
+            key,
+            config,
+            self,
+            backoff=self._backoff,
+            max_load_failures=self._max_load_failures,
+            stop_grace_s=self._stop_grace_s,
+            clock=self._clock,
+            sleep=self._sleep,
         )
         self._pools[key] = pool
         return pool
@@ -145,7 +162,7 @@ class WorkerSupervisor:
             self._gpus = GpuAllocator(count)
         return self._gpus
 
-    def open_slot(self, config: WorkerPoolConfig, owner: str) -> tuple[int, int | None]:
+    def open_slot(self, config: ModelVersionConfig, owner: str) -> tuple[int, int | None]:
         """A fresh worker id and the slot's GPU (``None`` for CPU)."""
         worker_id = self._next_id
         self._next_id += 1
@@ -163,19 +180,32 @@ class WorkerSupervisor:
         """torch threads for a worker started now (``worker_threads``, else cores / workers)."""
         return thread_budget(self.settings.worker_threads, self._cpus, self._live_slots)
 
-    def new_worker(self, pool: WorkerPool, worker_id: int, spec: LoadSpec) -> WorkerProcess:
-        """A not yet started worker process for ``pool``'s slot ``worker_id``."""
-        threads = self.threads_per_worker()
+    def adaptive_threads(self) -> bool:
+        """Whether workers may drop to one thread for tiny batches: only when the operator
+        fixed no ``worker_threads``."""
+        return self.settings.worker_threads <= 0
+
+    def new_worker(
+        self, config: ModelVersionConfig, worker_id: int, gpu_id: int | None
+    ) -> WorkerProcess:
+        """A not yet started worker process for slot ``worker_id`` of ``config``'s version.
+
+        Its LOAD frame is ``config.load_spec`` with the slot's GPU and the thread budget of a
+        worker started now.
+        """
+        spec = config.load_spec(
+            gpu_id=gpu_id,
+            threads=self.threads_per_worker(),
+            adaptive_threads=self.adaptive_threads(),
+        )
         token = secrets.token_hex(16)
         return WorkerProcess(
             worker_id=worker_id,
             name=f"W-{worker_id}-{spec.model_name}_{spec.model_version}",
             spec=spec,
-            threads=threads,
             socket_path=self._sockets() / f"{worker_id}.sock",
-            env=self.worker_environment(threads, token),
+            env=self.worker_environment(token),
             token=token,
-            max_response_size=pool.config.max_response_size,
             heartbeat_s=self.settings.worker_heartbeat_s,
             model_log=self._log(),
             on_metrics=lambda records: self._on_metrics(
@@ -185,21 +215,20 @@ class WorkerSupervisor:
             sleep=self._sleep,
         )
 
-    def worker_environment(self, threads: int, token: str) -> dict[str, str]:
-        """The worker's environment: ours minus ``blacklist_env_vars``, plus thread limits.
+    def worker_environment(self, token: str) -> dict[str, str]:
+        """The worker's environment: ours minus ``blacklist_env_vars``, plus what the
+        interpreter needs before it runs any code, plus the spawn token.
 
-        The thread variables are set before the interpreter starts, so OpenMP and MKL size
-        their pools right from the first torch import.
+        No worker setting is passed here: those are in the LOAD frame (the worker itself sets
+        ``OMP_NUM_THREADS``/``MKL_NUM_THREADS`` from it before torch is first imported). The
+        token is here rather than on the command line because a command line is readable by
+        every user (``ps``), an environment only by the same user; the worker removes it
+        before handler code runs.
         """
         source = os.environ if self._environ is None else self._environ
         pattern = self.settings.blacklist_env_vars
         hidden = re.compile(pattern) if pattern else None
         env = {k: v for k, v in source.items() if hidden is None or not hidden.fullmatch(k)}
-        env["OMP_NUM_THREADS"] = str(threads)
-        env["MKL_NUM_THREADS"] = str(threads)
-        if self.settings.worker_threads <= 0:
-            # No fixed budget: the worker may drop to one thread for tiny batches.
-            env[ADAPTIVE_THREADS_ENV] = "1"
         env["PYTHONUNBUFFERED"] = "1"
         env[TOKEN_ENV] = token
         # A source checkout that is not installed must still be importable by the worker,

@@ -8,16 +8,15 @@ an MLP served with two threads ran at about 60% of the throughput it reaches wit
 ``AdaptiveThreads`` watches a moving average of batch times. Batches shorter than
 ``small_s`` run on one thread; once one-thread batches grow past ``small_s`` times the budget
 (the hysteresis keeps it from flapping), the full budget comes back. It is used only when the
-operator did not fix ``worker_threads``. Switching calls ``torch.set_num_threads``, which
-keeps OpenMP's pool and is cheap; it happens only on a change of regime.
+operator did not fix ``worker_threads`` (the LOAD frame's ``adaptive_threads``). Switching
+calls ``torch.set_num_threads``, which keeps OpenMP's pool and is cheap; it happens only on a
+change of regime.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-#: Set to "1" in a worker's environment when its thread budget may adapt.
-ADAPTIVE_THREADS_ENV = "TORCHWICK_ADAPTIVE_THREADS"
 #: Batches shorter than this (seconds, moving average) gain nothing from more threads.
 SMALL_BATCH_S = 0.002
 #: Weight of the newest batch in the moving average.

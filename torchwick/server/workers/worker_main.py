@@ -1,18 +1,22 @@
-"""The worker process: ``python -P -m torchwick.server.workers.worker_main --socket PATH ...``.
+"""The worker process: ``python -P -m torchwick.server.workers.worker_main --socket PATH``.
 
 It connects back to the frontend's socket, proves itself with the spawn token (from the
-environment, removed before any handler code runs), sets torch's thread budget, then serves
-frames one at a time on its main thread: LOAD once, then PREDICT/DESCRIBE batches serially,
-PING between them, SHUTDOWN to exit. Nothing but frames goes over the socket; stdout and
-stderr (where the ``torchwick.model`` logger writes) are captured by the frontend.
+environment, removed before any handler code runs; see ``process`` for why not argv), then
+serves frames one at a time on its main thread: LOAD once, then PREDICT/DESCRIBE batches
+serially, PING between them, SHUTDOWN to exit. The LOAD frame (``LoadSpec``) carries every
+setting: the worker applies its thread budget (``OMP_NUM_THREADS``/``MKL_NUM_THREADS``, then
+torch's intra/inter-op threads; torch is first imported here, so OpenMP and MKL size their
+pools from it), its adaptive-threads flag and its response size limit, then loads the model.
+Nothing but frames goes over the socket; stdout and stderr (where the ``torchwick.model``
+logger writes) are captured by the frontend.
 
 Failure modes: a load failure is answered with the load error's status (507 for
 out-of-memory, else 500) and message, then the process exits with code 1. A handler failure
 inside a batch is the model service's to turn into per-request statuses; anything escaping it
 becomes a 500 (507 for ``MemoryError``) for every request of that batch, and the worker lives
-on. A response body above ``--max-response-size`` is replaced by a 500 for that request only.
-The worker exits when the frontend closes the connection, and (on Linux) when the frontend
-process dies.
+on. A response body above the LOAD frame's ``max_response_size`` is replaced by a 500 for that
+request only. The worker exits when the frontend closes the connection, and (on Linux) when the
+frontend process dies.
 """
 
 from __future__ import annotations
@@ -29,7 +33,13 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from torchwick.handlers.messages import LoadSpec, MetricRecord, PredictRequest, PredictResponse
+from torchwick.handlers.messages import (
+    DEFAULT_MAX_RESPONSE_SIZE,
+    LoadSpec,
+    MetricRecord,
+    PredictRequest,
+    PredictResponse,
+)
 
 from .ipc import (
     TOKEN_ENV,
@@ -48,7 +58,7 @@ from .ipc import (
 from .sanitize import checked_metrics, checked_responses
 from .sanitize import error_response as _error
 from .stream import BlockingFrameSocket
-from .threads import ADAPTIVE_THREADS_ENV, AdaptiveThreads
+from .threads import AdaptiveThreads
 
 logger = logging.getLogger("torchwick.server.workers.worker")
 
@@ -92,19 +102,29 @@ def load_error_status(exc: BaseException) -> tuple[int, str]:
 
 
 class WorkerLoop:
-    """Serves one connection until SHUTDOWN or end of stream; ``run()`` returns the exit code."""
+    """Serves one connection until SHUTDOWN or end of stream; ``run()`` returns the exit code.
+
+    On LOAD it calls ``apply_threads(spec.threads)`` before loading the model (a failure there
+    is a failed load) and, when ``spec.adaptive_threads`` and the budget exceeds one, adapts
+    the intra-op threads per batch through ``set_intra_op``. Both are injectable so that tests
+    need not change the threads of their own process.
+    """
 
     def __init__(
         self,
         conn: BlockingFrameSocket,
         load_service: ServiceLoader,
-        max_response_size: int,
-        threads: AdaptiveThreads | None = None,
+        *,
+        apply_threads: Callable[[int], None] | None = None,
+        set_intra_op: Callable[[int], None] | None = None,
     ) -> None:
         self._conn = conn
-        self._threads = threads
+        self._threads: AdaptiveThreads | None = None
+        self._apply_threads = apply_threads or apply_thread_budget
+        self._set_intra_op = set_intra_op or set_intra_op_threads
         self._load_service = load_service
-        self._max_response_size = max_response_size
+        # Until LOAD says otherwise (the frontend sends LOAD first; earlier batches get 503s).
+        self._max_response_size = DEFAULT_MAX_RESPONSE_SIZE
         self._service: Service | None = None
         self._batch_id = 0
         self._metrics: list[MetricRecord] = []
@@ -131,7 +151,12 @@ class WorkerLoop:
                 raise ProtocolError(f"unexpected frame kind {kind} from the frontend")
 
     def _load(self, spec: LoadSpec) -> bool:
+        self._max_response_size = spec.max_response_size
+        budget = max(1, spec.threads)
         try:
+            self._apply_threads(budget)
+            if spec.adaptive_threads and budget > 1:
+                self._threads = AdaptiveThreads(budget, self._set_intra_op)
             self._service = self._load_service(spec, self._emit_intermediate, self._emit_metric)
         except Exception as exc:
             status, message = load_error_status(exc)
@@ -203,8 +228,15 @@ def _replace_final(r: PredictResponse) -> PredictResponse:
     )
 
 
-def set_torch_threads(threads: int) -> None:
-    """Apply the thread budget to torch (OMP/MKL variables were set by the frontend)."""
+def apply_thread_budget(threads: int) -> None:
+    """Size OpenMP, MKL and torch to ``threads`` (the LOAD frame's budget).
+
+    The variables take effect only if set before OpenMP/MKL initialise, i.e. before torch is
+    first imported in this process, which is why this runs at LOAD, ahead of any handler code;
+    they are also inherited by processes the handler starts.
+    """
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    os.environ["MKL_NUM_THREADS"] = str(threads)
     import torch
 
     torch.set_num_threads(threads)
@@ -236,11 +268,9 @@ def _die_with_parent() -> None:
 
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    # Only what is needed to connect: every other setting arrives in the LOAD frame.
     parser = argparse.ArgumentParser(prog="torchwick-worker")
     parser.add_argument("--socket", required=True, help="unix socket the frontend listens on")
-    parser.add_argument("--name", default="worker", help="worker name, for log lines")
-    parser.add_argument("--threads", type=int, default=1, help="torch intra/inter-op threads")
-    parser.add_argument("--max-response-size", type=int, default=6553500)
     return parser.parse_args(argv)
 
 
@@ -259,12 +289,7 @@ def main(
     conn = BlockingFrameSocket(sock)
     try:
         conn.send(encode_hello(token, os.getpid()))
-        budget = max(1, args.threads)
-        set_torch_threads(budget)
-        adaptive = None
-        if budget > 1 and os.environ.get(ADAPTIVE_THREADS_ENV) == "1":
-            adaptive = AdaptiveThreads(budget, set_intra_op_threads)
-        return WorkerLoop(conn, load_service, args.max_response_size, adaptive).run()
+        return WorkerLoop(conn, load_service).run()
     except (ProtocolError, OSError) as exc:
         logger.error("worker connection failed: %s", exc)
         return 2

@@ -8,7 +8,7 @@ import pytest
 
 from torchwick.archiver import ModelConfig
 from torchwick.server.errors import BadRequest
-from torchwick.server.registry import RegisterRequest, resolve_spec
+from torchwick.server.registry import ModelVersionConfig, RegisterRequest, resolve_version_config
 from torchwick.server.registry.startup import (
     default_model_name,
     parse_load_models,
@@ -25,14 +25,16 @@ def spec(
     settings: Settings | None = None,
     startup: int | None = None,
     runtime: str = "python",
-) -> Any:
-    return resolve_spec(
+) -> ModelVersionConfig:
+    return resolve_version_config(
         request=request or RegisterRequest("m.mar"),
         name="m",
         version="1.0",
         mar_name="m.mar",
         manifest_runtime=runtime,
         handler="h.py",
+        model_dir="/work/m",
+        manifest={"runtime": runtime, "model": {"modelName": "m"}},
         yaml=yaml or ModelConfig(),
         has_config_file=has_config_file or yaml is not None,
         settings=settings or Settings(),
@@ -113,6 +115,39 @@ def test_yaml_queue_and_device_settings() -> None:
     yaml = ModelConfig(job_queue_size=7, device_type="gpu", device_ids=(1,), parallel_level=2)
     s = spec(None, yaml)
     assert (s.job_queue_size, s.device_type, s.device_ids, s.parallel_level) == (7, "gpu", (1,), 2)
+
+
+def test_worker_facing_fields_come_from_the_archive_and_server_settings() -> None:
+    yaml = ModelConfig(batch_size=4, raw={"batchSize": 4, "handler": {"k": "v"}})
+    settings = Settings(
+        max_response_size=999,
+        limit_max_image_pixels=False,
+        decode_input_request=False,
+        service_envelope="json",
+    )
+    s = spec(None, yaml, settings=settings)
+    assert (s.model_dir, s.handler) == ("/work/m", "h.py")
+    assert s.manifest == {"runtime": "python", "model": {"modelName": "m"}}
+    assert s.yaml_config == {"batchSize": 4, "handler": {"k": "v"}}
+    assert (s.max_response_size, s.limit_max_image_pixels, s.decode_input_request) == (
+        999,
+        False,
+        False,
+    )
+    assert s.service_envelope == "json"
+    # The LOAD frame is derived from it: the same values plus the worker's placement.
+    load = s.load_spec(gpu_id=0, threads=2, adaptive_threads=False)
+    assert (load.model_name, load.model_version, load.model_dir, load.handler) == (
+        "m",
+        "1.0",
+        "/work/m",
+        "h.py",
+    )
+    assert (load.batch_size, load.gpu_id, load.threads, load.adaptive_threads) == (4, 0, 2, False)
+    assert load.model_yaml_config == {"batchSize": 4, "handler": {"k": "v"}}
+    assert type(load.manifest) is dict and type(load.model_yaml_config) is dict
+    assert (load.max_response_size, load.service_envelope) == (999, "json")
+    assert (load.limit_max_image_pixels, load.decode_input_request) == (False, False)
 
 
 def test_runtime_validation() -> None:

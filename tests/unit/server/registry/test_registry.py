@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,7 +18,7 @@ from torchwick.server.errors import (
 )
 from torchwick.server.registry import (
     ModelRegistry,
-    ModelSpec,
+    ModelVersionConfig,
     ModelVersionEntry,
     ModelVersions,
     model_status,
@@ -40,7 +39,7 @@ def list_page(defaults: list[ModelVersionEntry], limit: int, offset: int) -> dic
 
 def entry(name: str, version: str = "1.0", *, workers: int = 0) -> ModelVersionEntry:
     pool = FakePool(workers=workers)
-    spec = ModelSpec(
+    spec = ModelVersionConfig(
         name=name,
         version=version,
         url=f"{name}.mar",
@@ -54,9 +53,10 @@ def entry(name: str, version: str = "1.0", *, workers: int = 0) -> ModelVersionE
         response_timeout=120,
         startup_timeout=120,
         job_queue_size=100,
+        model_dir="/tmp",
     )
     batcher = Batcher(pool, batch_size=1, capacity=100, unavailable_message="none")
-    return ModelVersionEntry(spec, pool, batcher, Path("/tmp"), {})
+    return ModelVersionEntry(spec, pool, batcher)
 
 
 def test_first_version_is_default_and_routing() -> None:

@@ -6,15 +6,16 @@ from pathlib import Path
 
 import pytest
 
-from torchwick.handlers.messages import LoadSpec
+from tests.support.versions import version_config
 from torchwick.server.settings import Settings
-from torchwick.server.workers import WorkerPoolConfig, WorkerSupervisor
+from torchwick.server.workers import WorkerSupervisor
 from torchwick.server.workers.devices import (
     GpuAllocator,
     count_driver_gpus,
     thread_budget,
     visible_gpu_count,
 )
+from torchwick.server.workers.ipc import TOKEN_ENV
 
 
 def test_count_driver_gpus_from_proc_then_dev(tmp_path: Path) -> None:
@@ -90,9 +91,9 @@ def test_thread_budget() -> None:
 async def test_supervisor_spreads_slots_over_gpus_and_splits_cores(tmp_path: Path) -> None:
     settings = Settings(log_location=tmp_path, number_of_gpu=3)
     supervisor = WorkerSupervisor(settings, gpu_count=4, cpu_count=8, environ={})
-    config = WorkerPoolConfig(load_spec=LoadSpec("m", "1", str(tmp_path), "h.py"))
-    pinned = WorkerPoolConfig(load_spec=LoadSpec("p", "1", str(tmp_path), "h.py"), device_ids=(2,))
-    cpu = WorkerPoolConfig(load_spec=LoadSpec("c", "1", str(tmp_path), "h.py"), device_type="cpu")
+    config = version_config(tmp_path, name="m")
+    pinned = version_config(tmp_path, name="p", device_ids=(2,))
+    cpu = version_config(tmp_path, name="c", device_type="cpu")
     assert supervisor.gpus.visible == 3  # number_of_gpu caps the 4 detected
     slots = [supervisor.open_slot(config, "m") for _ in range(2)]
     assert slots == [(9000, 0), (9001, 1)]
@@ -109,9 +110,54 @@ async def test_supervisor_worker_environment(tmp_path: Path) -> None:
     settings = Settings(log_location=tmp_path, worker_threads=3, blacklist_env_vars="SECRET_.*")
     environ = {"PATH": "/bin", "SECRET_KEY": "x", "OMP_NUM_THREADS": "16"}
     supervisor = WorkerSupervisor(settings, environ=environ, cpu_count=8)
-    env = supervisor.worker_environment(supervisor.threads_per_worker(), "tok")
-    assert env["OMP_NUM_THREADS"] == env["MKL_NUM_THREADS"] == "3"
+    env = supervisor.worker_environment("tok")
     assert "SECRET_KEY" not in env
     assert env["PATH"] == "/bin"
-    assert env["TORCHWICK_WORKER_TOKEN"] == "tok"
+    assert env[TOKEN_ENV] == "tok"
+    # Worker settings are not in the environment: the worker sets these from its LOAD frame.
+    assert env["OMP_NUM_THREADS"] == "16" and "MKL_NUM_THREADS" not in env
+    assert not any(name.startswith("TORCHWICK_") and name != TOKEN_ENV for name in env)
+    await supervisor.close()
+
+
+@pytest.mark.parametrize(("worker_threads", "threads", "adaptive"), [(0, 4, True), (3, 3, False)])
+async def test_new_worker_load_frame_is_derived_from_the_version_config(
+    tmp_path: Path, worker_threads: int, threads: int, adaptive: bool
+) -> None:
+    settings = Settings(log_location=tmp_path, worker_threads=worker_threads)
+    supervisor = WorkerSupervisor(settings, gpu_count=2, cpu_count=8, environ={})
+    config = version_config(
+        tmp_path,
+        name="m",
+        version="2.0",
+        handler="h.py:handle",
+        batch_size=8,
+        manifest={"model": {"modelName": "m"}},
+        yaml_config={"handler": {"k": 1}},
+        max_response_size=1234,
+        limit_max_image_pixels=False,
+        decode_input_request=False,
+        service_envelope="json",
+    )
+    supervisor.open_slot(config, "m")
+    worker_id, gpu_id = supervisor.open_slot(config, "m")  # two live slots: 8 cores / 2
+    worker = supervisor.new_worker(config, worker_id, gpu_id)
+    assert worker.name == "W-9001-m_2.0"
+    assert worker.spec == config.load_spec(gpu_id=1, threads=threads, adaptive_threads=adaptive)
+    spec = worker.spec
+    assert (spec.model_dir, spec.handler, spec.batch_size, spec.gpu_id) == (
+        str(tmp_path),
+        "h.py:handle",
+        8,
+        1,
+    )
+    assert (spec.threads, spec.adaptive_threads, spec.max_response_size) == (
+        threads,
+        adaptive,
+        1234,
+    )
+    assert spec.manifest == {"model": {"modelName": "m"}}
+    assert spec.model_yaml_config == {"handler": {"k": 1}}
+    assert (spec.limit_max_image_pixels, spec.decode_input_request) == (False, False)
+    assert spec.service_envelope == "json"
     await supervisor.close()

@@ -70,10 +70,23 @@ def test_single_body_is_not_copied_on_decode() -> None:
 def test_control_frames_round_trip() -> None:
     yaml_with_int_keys: dict[Any, Any] = {1: {"a": None}}
     spec = LoadSpec(
-        "m", "1.0", "/tmp/m", "h.py:handle", 4, 1, {"model": {"x": [1]}}, yaml_with_int_keys
+        "m",
+        "1.0",
+        "/tmp/m",
+        "h.py:handle",
+        batch_size=4,
+        gpu_id=1,
+        manifest={"model": {"x": [1]}},
+        model_yaml_config=yaml_with_int_keys,
+        limit_max_image_pixels=False,
+        decode_input_request=False,
+        service_envelope="json",
+        threads=3,
+        adaptive_threads=True,
+        max_response_size=1234,
     )
     _, header, _ = _split(ipc.encode_load(spec))
-    assert ipc.decode_load(header) == spec
+    assert ipc.decode_load(header) == spec  # every field, worker settings included
     _, header, _ = _split(ipc.encode_load_result(507, "System out of memory"))
     assert ipc.decode_load_result(header) == (507, "System out of memory")
     _, header, _ = _split(ipc.encode_hello("tok", 42))

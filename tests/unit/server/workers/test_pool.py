@@ -12,14 +12,15 @@ from typing import Any
 
 import pytest
 
-from torchwick.handlers.messages import LoadSpec, PredictRequest, PredictResponse
+from tests.support.versions import version_config
+from torchwick.handlers.messages import PredictRequest, PredictResponse
 from torchwick.server.errors import ModelLoadFailed, ServiceUnavailable, WorkerDied
+from torchwick.server.model_version import ModelVersionConfig
 from torchwick.server.settings import Settings
 from torchwick.server.workers import (
     BackoffPolicy,
     WorkerInfo,
     WorkerPool,
-    WorkerPoolConfig,
     WorkerStatus,
     WorkerSupervisor,
 )
@@ -79,8 +80,11 @@ class FakeSupervisor(WorkerSupervisor):
         super().__init__(Settings(log_location=tmp_path), gpu_count=0, cpu_count=2, **kwargs)
         self.outcomes = outcomes
         self.workers: list[FakeWorker] = []
+        #: ``(config, worker_id, gpu_id)`` of every ``new_worker`` call.
+        self.spawned: list[tuple[ModelVersionConfig, int, int | None]] = []
 
-    def new_worker(self, pool: WorkerPool, worker_id: int, spec: LoadSpec) -> Any:
+    def new_worker(self, config: ModelVersionConfig, worker_id: int, gpu_id: int | None) -> Any:
+        self.spawned.append((config, worker_id, gpu_id))
         worker = FakeWorker(worker_id, self.outcomes.pop(0) if self.outcomes else "ok")
         self.workers.append(worker)
         return worker
@@ -98,8 +102,7 @@ class Sleeps:
 
 
 def _pool(supervisor: WorkerSupervisor, **config: Any) -> WorkerPool:
-    spec = LoadSpec("m", "1", "/m", "h.py")
-    return supervisor.create_pool("m_1", WorkerPoolConfig(load_spec=spec, **config))
+    return supervisor.create_pool("m_1", version_config(**config))
 
 
 def _batch() -> list[PredictRequest]:
@@ -128,8 +131,8 @@ async def test_consecutive_load_failures_fail_the_pool(tmp_path: Path) -> None:
 
 async def test_a_success_resets_the_failure_count(tmp_path: Path) -> None:
     outcomes = ["bad", "bad", "bad", "bad", "ok"]
-    supervisor = FakeSupervisor(tmp_path, outcomes, sleep=Sleeps())
-    pool = _pool(supervisor, max_load_failures=5)
+    supervisor = FakeSupervisor(tmp_path, outcomes, sleep=Sleeps(), max_load_failures=5)
+    pool = _pool(supervisor)
     assert await asyncio.wait_for(pool.scale(1, wait=True), 5) == 1
     assert not pool.failed
     await supervisor.close()
@@ -154,6 +157,8 @@ async def test_a_dead_worker_is_replaced_with_backoff(tmp_path: Path) -> None:
     lease = await pool.acquire()
     assert lease.worker_id == "9000"  # the slot keeps its id across restarts
     assert [r.body for r in await pool.run_batch(lease, _batch())] == [b"9000"]
+    # Every restart is spawned from the pool's own config, for the same slot.
+    assert supervisor.spawned == [(pool.config, 9000, None)] * 4
     await supervisor.close()
 
 
@@ -209,8 +214,8 @@ async def test_acquire_waits_and_release_hands_over(tmp_path: Path) -> None:
 
 
 async def test_a_failed_pool_wakes_waiting_acquirers(tmp_path: Path) -> None:
-    supervisor = FakeSupervisor(tmp_path, ["x", "y"], sleep=Sleeps())
-    pool = _pool(supervisor, max_load_failures=2)
+    supervisor = FakeSupervisor(tmp_path, ["x", "y"], sleep=Sleeps(), max_load_failures=2)
+    pool = _pool(supervisor)
     await pool.scale(1, wait=False)
     with pytest.raises(ModelLoadFailed, match="y"):
         await asyncio.wait_for(pool.acquire(), 5)
@@ -228,3 +233,21 @@ async def test_close_stops_everything(tmp_path: Path) -> None:
         await pool.acquire()
     with pytest.raises(ServiceUnavailable):
         await pool.scale(1, wait=False)
+
+
+def test_the_pool_does_not_import_the_supervisor() -> None:
+    """The pool reaches the supervisor only through the ``SlotProvider`` protocol."""
+    import ast
+
+    import torchwick.server.workers.pool as pool_module
+
+    tree = ast.parse(Path(pool_module.__file__).read_text())
+    imported = [
+        node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+    ] + [
+        alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import)
+        for alias in node.names
+    ]
+    assert imported and not [name for name in imported if "supervisor" in name]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 import threading
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pytest
 
@@ -26,7 +26,10 @@ from torchwick.server.workers.worker_main import (
     load_error_status,
 )
 
-SPEC = LoadSpec("m", "1", "/nowhere", "h.py")
+#: Worker settings arrive in the LOAD frame only: threads, the adaptive flag, the size limit.
+SPEC = LoadSpec(
+    "m", "1", "/nowhere", "h.py", threads=2, adaptive_threads=True, max_response_size=1000
+)
 
 
 class LoadError(Exception):
@@ -69,6 +72,8 @@ class Frontend:
 
     def __init__(self, sock: socket.socket) -> None:
         self.conn = BlockingFrameSocket(sock)
+        #: ``("budget", n)`` / ``("intra", n)`` calls the worker made to set its threads.
+        self.thread_calls: list[tuple[str, int]] = []
 
     def send(self, buffers: ipc.Buffers) -> None:
         self.conn.send(buffers)
@@ -94,9 +99,21 @@ def worker() -> Iterator[tuple[Frontend, list[int], list[EchoService]]]:
         services.append(EchoService(emit_i, emit_m))
         return services[-1]
 
+    frontend = Frontend(ours)
+
+    def apply_threads(threads: int) -> None:
+        if threads == 99:
+            raise RuntimeError("torch cannot start 99 threads")
+        frontend.thread_calls.append(("budget", threads))
+
     exit_code: list[int] = []
     conn = BlockingFrameSocket(theirs)
-    loop = WorkerLoop(conn, load, max_response_size=1000)
+    loop = WorkerLoop(
+        conn,
+        load,
+        apply_threads=apply_threads,
+        set_intra_op=lambda n: frontend.thread_calls.append(("intra", n)),
+    )
 
     def run() -> None:  # as worker_main.main does: close the connection on the way out
         try:
@@ -106,7 +123,6 @@ def worker() -> Iterator[tuple[Frontend, list[int], list[EchoService]]]:
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
-    frontend = Frontend(ours)
     yield frontend, exit_code, services
     frontend.conn.close()
     thread.join(5)
@@ -230,3 +246,54 @@ def test_load_error_status() -> None:
     assert load_error_status(LoadError("bad", 500)) == (500, "bad")
     assert load_error_status(ValueError("nope")) == (500, "ValueError: nope")
     assert load_error_status(MemoryError()) == (507, "System out of memory")
+
+
+def _served(frontend: Frontend, batch_id: int) -> None:
+    frontend.send(ipc.encode_requests(Kind.PREDICT, batch_id, [_request("a", b"x")]))
+    kind = frontend.recv()[0]
+    while kind == Kind.METRICS:
+        kind = frontend.recv()[0]
+    assert kind == Kind.PREDICT_RESULT
+
+
+def test_load_frame_sets_the_thread_budget_and_adaptive_threads(
+    worker: tuple[Frontend, list[int], list[EchoService]],
+) -> None:
+    frontend, _, _ = worker
+    frontend.send(ipc.encode_load(SPEC))
+    while frontend.recv()[0] != Kind.LOAD_RESULT:
+        pass
+    assert frontend.thread_calls == [("budget", 2)]  # applied before the model loaded
+    # Tiny batches: the adaptive worker drops to one intra-op thread (observed after each
+    # batch, before its answer is sent, so the answer orders the check).
+    for batch_id in range(1, 60):
+        _served(frontend, batch_id)
+        if ("intra", 1) in frontend.thread_calls:
+            break
+    assert frontend.thread_calls == [("budget", 2), ("intra", 1)]
+
+
+def test_fixed_thread_budget_never_adapts(
+    worker: tuple[Frontend, list[int], list[EchoService]],
+) -> None:
+    frontend, _, _ = worker
+    frontend.send(ipc.encode_load(replace(SPEC, threads=3, adaptive_threads=False)))
+    while frontend.recv()[0] != Kind.LOAD_RESULT:
+        pass
+    for batch_id in range(1, 20):
+        _served(frontend, batch_id)
+    assert frontend.thread_calls == [("budget", 3)]
+
+
+def test_a_thread_budget_that_cannot_be_applied_fails_the_load(
+    worker: tuple[Frontend, list[int], list[EchoService]],
+) -> None:
+    frontend, exit_code, services = worker
+    frontend.send(ipc.encode_load(replace(SPEC, threads=99)))
+    kind, header, _ = frontend.recv()
+    assert (kind, ipc.decode_load_result(header)) == (
+        Kind.LOAD_RESULT,
+        (500, "RuntimeError: torch cannot start 99 threads"),
+    )
+    assert frontend.conn.recv() is None
+    assert exit_code == [1] and services == []
