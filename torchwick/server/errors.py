@@ -157,3 +157,39 @@ def grpc_code_for_http(status: int) -> str:
     if 400 <= status < 500:
         return "FAILED_PRECONDITION"
     return "INTERNAL"
+
+
+# Open Inference Protocol (KServe v2) request errors. Defined after ERROR_TABLE and entered
+# into it below so that the lines above stay untouched.
+
+
+class InvalidInferRequest(BadRequest):
+    """An OIP infer request that cannot be decoded: bad JSON header, binary framing, fields."""
+
+
+class InvalidTensor(InvalidInferRequest):
+    """One named input or output tensor is wrong: datatype, shape, data or parameters.
+
+    ``role`` is ``"input"`` or ``"output"``; ``tensor`` is the tensor's name and
+    ``problem`` says what was wrong, so adapters can report both without parsing text.
+    """
+
+    def __init__(self, tensor: str, problem: str, *, role: str = "input") -> None:
+        super().__init__(f"{role} '{tensor}': {problem}")
+        self.tensor = tensor
+        self.problem = problem
+        self.role = role
+
+
+class UnknownOutput(InvalidTensor):
+    """The request asks for an output the model did not produce."""
+
+    def __init__(self, tensor: str, available: tuple[str, ...]) -> None:
+        listed = ", ".join(available) if available else "none"
+        super().__init__(tensor, f"not produced by the model (outputs: {listed})", role="output")
+        self.available = available
+
+
+ERROR_TABLE[InvalidInferRequest] = ErrorStatus(400, "BadRequestException", "INVALID_ARGUMENT")
+ERROR_TABLE[InvalidTensor] = ErrorStatus(400, "BadRequestException", "INVALID_ARGUMENT")
+ERROR_TABLE[UnknownOutput] = ErrorStatus(400, "BadRequestException", "INVALID_ARGUMENT")
