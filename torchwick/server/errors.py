@@ -110,6 +110,36 @@ class DownloadFailed(BadRequest):
     """The archive URL could not be fetched."""
 
 
+# Open Inference Protocol (KServe v2) request errors.
+
+
+class InvalidInferRequest(BadRequest):
+    """An OIP infer request that cannot be decoded: bad JSON header, binary framing, fields."""
+
+
+class InvalidTensor(InvalidInferRequest):
+    """One named input or output tensor is wrong: datatype, shape, data or parameters.
+
+    ``role`` is ``"input"`` or ``"output"``; ``tensor`` is the tensor's name and
+    ``problem`` says what was wrong, so adapters can report both without parsing text.
+    """
+
+    def __init__(self, tensor: str, problem: str, *, role: str = "input") -> None:
+        super().__init__(f"{role} '{tensor}': {problem}")
+        self.tensor = tensor
+        self.problem = problem
+        self.role = role
+
+
+class UnknownOutput(InvalidTensor):
+    """The request asks for an output the model did not produce."""
+
+    def __init__(self, tensor: str, available: tuple[str, ...]) -> None:
+        listed = ", ".join(available) if available else "none"
+        super().__init__(tensor, f"not produced by the model (outputs: {listed})", role="output")
+        self.available = available
+
+
 ERROR_TABLE: dict[type[TorchwickError], ErrorStatus] = {
     TorchwickError: ErrorStatus(500, "InternalServerException", "INTERNAL"),
     BadRequest: ErrorStatus(400, "BadRequestException", "INVALID_ARGUMENT"),
@@ -130,6 +160,9 @@ ERROR_TABLE: dict[type[TorchwickError], ErrorStatus] = {
     ServiceUnavailable: ErrorStatus(503, "ServiceUnavailableException", "UNAVAILABLE"),
     ResponseTimeout: ErrorStatus(504, "ResponseTimeoutException", "DEADLINE_EXCEEDED"),
     OutOfResources: ErrorStatus(507, "OutOfResourcesException", "RESOURCE_EXHAUSTED"),
+    InvalidInferRequest: ErrorStatus(400, "BadRequestException", "INVALID_ARGUMENT"),
+    InvalidTensor: ErrorStatus(400, "BadRequestException", "INVALID_ARGUMENT"),
+    UnknownOutput: ErrorStatus(400, "BadRequestException", "INVALID_ARGUMENT"),
 }
 
 

@@ -1,0 +1,1 @@
+"""gRPC side of the server: generated stubs for ``protos/`` live in ``_generated``."""
