@@ -74,7 +74,10 @@ class LoadSpec:
 
     ``handler`` is the manifest's handler (or the registration override): a built-in name,
     ``module``, ``module:function`` or ``file.py[:function]`` relative to ``model_dir``.
-    ``gpu_id`` is ``None`` for CPU.
+    ``gpu_id`` is ``None`` for CPU. ``service_envelope`` is ``body``, ``json``, ``kserve``,
+    ``kservev2`` or ``None`` (config.properties ``service_envelope``). ``metrics_config`` is
+    the path of the metrics.yaml whose ``model_metrics`` are pre-registered for the handler
+    (config.properties ``metrics_config``), ``None`` for TorchServe's default metrics.
     """
 
     model_name: str
@@ -88,3 +91,4 @@ class LoadSpec:
     limit_max_image_pixels: bool = True
     decode_input_request: bool = True
     service_envelope: str | None = None
+    metrics_config: str | None = None
