@@ -23,21 +23,23 @@ Failure mode: ``initialize`` raises ``RuntimeError`` for models it cannot load; 
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
 import torch
 
+from .aio import is_async_callable, resolve
 from .context import Context
 from .errors import InvalidInput, PredictionException, is_out_of_memory, last_traceback_line
 from .explain import integrated_gradients
 from .labels import MAPPING_FILE, load_label_mapping
+from .pipeline import ShapeGroups, per_group, per_group_async
 from .runtimes import (
     LoadedModel,
     handler_config,
@@ -51,16 +53,10 @@ from .runtimes import (
 logger = logging.getLogger("torchwick.model")
 T = TypeVar("T")
 
-
-@dataclass(frozen=True, slots=True)
-class ShapeGroups:
-    """Accepted requests split by tensor shape: ``(positions, stacked_tensor)`` per shape.
-
-    ``positions`` index the accepted requests (in order); ``total`` is how many there are.
-    """
-
-    groups: list[tuple[list[int], torch.Tensor]]
-    total: int
+#: TorchServe's flag for writing ``torch.profiler`` traces (``ENABLE_TORCH_PROFILER``);
+#: torchwick does not write them, so it is always False.
+PROFILER_AVAILABLE = False
+_ASYNC_STEPS = ("preprocess", "inference", "postprocess", "explain_handle", "describe_handle")
 
 
 def _dtype(name: Any) -> torch.dtype | None:
@@ -281,54 +277,62 @@ class BaseHandler:
         raise TypeError(f"cannot postprocess a model output of type {type(data).__name__}")
 
     def _per_group(self, pre: Any, run: Callable[[Any, list[int]], list[Any]]) -> list[Any]:
-        if not isinstance(pre, ShapeGroups):
-            return run(pre, list(range(len(self._accepted))))
-        results: list[Any] = [None] * pre.total
-        failures: list[tuple[list[int], torch.Size, Exception]] = []
-        for positions, tensor in pre.groups:
-            try:
-                out = run(tensor, positions)
-            except PredictionException:
-                raise
-            except Exception as exc:
-                if is_out_of_memory(exc):
-                    raise
-                failures.append((positions, tensor.shape, exc))
-                continue
-            if len(out) != len(positions):
-                raise RuntimeError(f"{len(out)} results for a group of {len(positions)}")
-            for pos, item in zip(positions, out, strict=True):
-                results[pos] = item
-        if failures and len(failures) == len(pre.groups):
-            raise failures[0][2]
-        for positions, shape, failure in failures:
-            logger.info("inputs of shape %s failed: %s", list(shape[1:]), failure)
-            error = InvalidInput(
-                f"input of shape {list(shape[1:])} does not fit the model: "
-                f"{last_traceback_line(failure)}"
-            )
-            for pos in positions:
-                results[pos] = error
-        return results
+        return per_group(pre, len(self._accepted), run)
 
-    def handle(self, data: list[dict[str, Any]] | None, context: Context) -> list[Any] | None:
-        """Run one batch; returns one item per request (exceptions mark rejected requests)."""
+    def handle(self, data: list[dict[str, Any]] | None, context: Context) -> Any:
+        """Run one batch; returns one item per request (exceptions mark rejected requests).
+
+        When a subclass defines any of ``preprocess``/``inference``/``postprocess``/
+        ``explain_handle``/``describe_handle`` with ``async def``, this returns a coroutine
+        that awaits each step (the service runs it on its event loop; an ``async def handle``
+        may ``await super().handle(...)``). A step that is synchronous but returns an awaitable
+        has it resolved on the handler loop.
+        """
         started = time.perf_counter()
         self.context = context
         if data is None:  # TorchServe's module-level init convention; nothing to run
             return None
+        if any(is_async_callable(getattr(self, name, None)) for name in _ASYNC_STEPS):
+            return self._handle_async(data, context, started)
         if self._is_describe():
-            return [self.describe_handle()]
+            return [resolve(self.describe_handle())]
         self._rejected = {}
         self._accepted = list(range(len(data)))
-        pre = self.preprocess(data)
+        pre = resolve(self.preprocess(data))
         if not self._accepted:
             output: list[Any] = []
         elif self._is_explain():
-            output = self.explain_handle(pre, data)
+            output = resolve(self.explain_handle(pre, data))
         else:
-            output = self._per_group(pre, lambda x, _pos: self.postprocess(self.inference(x)))
-        output = self._merge(output, len(data))
+            output = self._per_group(
+                pre, lambda x, _pos: resolve(self.postprocess(resolve(self.inference(x))))
+            )
+        return self._finish(output, len(data), context, started)
+
+    async def _handle_async(
+        self, data: list[dict[str, Any]], context: Context, started: float
+    ) -> Any:
+        if self._is_describe():
+            return [await _awaited(self.describe_handle())]
+        self._rejected = {}
+        self._accepted = list(range(len(data)))
+        pre = await _awaited(self.preprocess(data))
+        if not self._accepted:
+            output: list[Any] = []
+        elif self._is_explain():
+            output = await _awaited(self.explain_handle(pre, data))
+        else:
+
+            async def run(x: Any, _pos: list[int]) -> list[Any]:
+                inferred = await _awaited(self.inference(x))
+                result: list[Any] = await _awaited(self.postprocess(inferred))
+                return result
+
+            output = await per_group_async(pre, len(self._accepted), run)
+        return self._finish(output, len(data), context, started)
+
+    def _finish(self, output: Any, count: int, context: Any, started: float) -> Any:
+        output = self._merge(output, count)
         context.metrics.add_time("HandlerTime", round((time.perf_counter() - started) * 1e3, 2))
         return output
 
@@ -347,9 +351,14 @@ class BaseHandler:
     # Describe and explain ----------------------------------------------------------------
 
     def _header_is_true(self, name: str) -> bool:
-        if self.context is None or not self.context.request_processor:
+        # Also works with hand-built contexts (TorchServe's MockContext has no
+        # request_processor and answers get_request_header itself).
+        if self.context is None:
             return False
-        value = self.context.get_request_header(0, name)
+        try:
+            value = self.context.get_request_header(0, name)
+        except (IndexError, AttributeError):
+            return False
         return str(value).lower() == "true"
 
     def _is_describe(self) -> bool:
@@ -407,3 +416,10 @@ def _float32_tensor(value: Any) -> torch.Tensor | None:
     if array.dtype.kind not in "fiub":
         return None
     return torch.from_numpy(array.astype(np.float32, copy=False))
+
+
+async def _awaited(value: Any) -> Any:
+    """``value``, awaited when it is awaitable (async steps; sync steps pass through)."""
+    if inspect.isawaitable(value):
+        return await value
+    return value

@@ -82,6 +82,10 @@ class LoadSpec:
     ``gpu_id`` is ``None`` for CPU. ``threads`` is the worker's torch/OpenMP/MKL thread budget;
     with ``adaptive_threads`` the worker may drop to one thread while batches are tiny.
     ``max_response_size`` caps each response body and each answer frame.
+    ``service_envelope`` is ``body``, ``json``, ``kserve``, ``kservev2`` or ``None``
+    (config.properties ``service_envelope``). ``metrics_config`` is the path of the
+    metrics.yaml whose ``model_metrics`` are pre-registered for the handler (config.properties
+    ``metrics_config``), ``None`` for TorchServe's default metrics.
     """
 
     model_name: str
@@ -98,3 +102,4 @@ class LoadSpec:
     threads: int = 1
     adaptive_threads: bool = False
     max_response_size: int = DEFAULT_MAX_RESPONSE_SIZE
+    metrics_config: str | None = None

@@ -4,16 +4,23 @@ This reproduces the API TorchServe documents for handlers (``add_metric_to_cache
 ``CachingMetric.add_or_update``, ``add_metric``, ``add_time``, ``add_size``, ``add_percent``,
 ``add_counter``, ``get_metric``, ``Dimension``, ``MetricTypes``). Every update is turned into a
 ``MetricRecord`` at once and handed to the ``emit`` callback the worker gave
-``ModelService.load``; nothing is printed to stdout. The default dimensions ``ModelName`` and
-``Level=Model`` are appended last, as TorchServe does.
+``ModelService.load``; nothing is printed to stdout.
 
-Failure mode: wrong arguments (unknown unit, non-numeric value, wrong number of dimension
-values) raise ``ValueError``/``TypeError`` in the handler, which the service answers with 500.
+Dimensions follow TorchServe: a metric declared with ``add_metric_to_cache`` (or in the
+``metrics_config`` file, see ``metrics_config``) has exactly the dimension names it was
+declared with; the ``add_*`` helpers append ``ModelName`` and ``Level=Model`` to the
+``Dimension`` objects they are given, each only when it is not there already.
+
+Failure mode: an unknown unit, an unknown metric type or a non-numeric value raises
+``ValueError``/``TypeError`` in the handler (answered 500). As in TorchServe, an update whose
+number of dimension values does not match the metric's names, or a negative counter update,
+is logged as an error on ``torchwick.model`` and dropped; the request carries on.
 """
 
 from __future__ import annotations
 
 import enum
+import logging
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -35,6 +42,7 @@ UNITS: dict[str, str] = {
 _TIME_UNITS = ("ms", "s")
 _SIZE_UNITS = ("MB", "kB", "GB", "B")
 DEFAULT_DIMENSION_NAMES = ("ModelName", "Level")
+logger = logging.getLogger("torchwick.model")
 
 
 class MetricTypes(enum.Enum):
@@ -95,14 +103,12 @@ class CachingMetric:
         dimension_names: Sequence[str],
         metric_type: MetricTypes,
         *,
-        default_values: Sequence[str],
         emit: Callable[[MetricRecord], None],
     ) -> None:
         self.metric_name = metric_name
         self.unit = unit
         self.dimension_names = list(dimension_names)
         self.metric_type = metric_type
-        self._default_values = list(default_values)
         self._emit = emit
 
     def add_or_update(
@@ -111,17 +117,29 @@ class CachingMetric:
         dimension_values: Sequence[str] | None = None,
         request_id: str | None = "",
     ) -> None:
-        """Emit ``value`` with ``dimension_values`` (the default dimensions are added here)."""
-        values = [str(v) for v in (dimension_values or [])] + self._default_values
+        """Emit ``value`` with one value per dimension name (else logged and dropped)."""
+        number = _number(value)
+        values = [str(v) for v in (dimension_values or [])]
         if len(values) != len(self.dimension_names):
-            raise ValueError(
-                f"metric {self.metric_name!r} has dimensions {self.dimension_names}, "
-                f"got {len(values) - len(self._default_values)} custom value(s)"
+            logger.error(
+                "[METRICS]Failed to update metric %s: dimension values %s do not match "
+                "dimension names %s",
+                self.metric_name,
+                values,
+                self.dimension_names,
             )
+            return
+        if self.metric_type is MetricTypes.COUNTER and number < 0:
+            logger.error(
+                "[METRICS]Failed to update metric %s: a counter cannot be decreased (%s)",
+                self.metric_name,
+                number,
+            )
+            return
         self._emit(
             MetricRecord(
                 name=self.metric_name,
-                value=_number(value),
+                value=number,
                 unit=self.unit,
                 metric_type=self.metric_type.value,
                 dimensions=tuple(zip(self.dimension_names, values, strict=True)),
@@ -135,8 +153,10 @@ class CachingMetric:
         request_id: str | None = "",
         dimensions: Sequence[Dimension] | None = None,
     ) -> None:
-        """Legacy form: dimensions given as ``Dimension`` objects (values only are used)."""
-        self.add_or_update(value, [d.value for d in dimensions or []], request_id)
+        """Legacy form: the metric takes the names of ``dimensions`` and emits their values."""
+        dims = list(dimensions or [])
+        self.dimension_names = [d.name for d in dims]
+        self.add_or_update(value, [d.value for d in dims], request_id)
 
 
 class MetricsCache:
@@ -156,21 +176,21 @@ class MetricsCache:
     def add_metric_to_cache(
         self,
         metric_name: str,
-        unit: str,
+        unit: str | None,
         dimension_names: Sequence[str] | None = None,
         metric_type: MetricTypes | str = MetricTypes.COUNTER,
     ) -> CachingMetric:
-        """Declare (or re-declare) a metric and return it for ``add_or_update`` calls."""
+        """Declare (or re-declare) a metric with exactly ``dimension_names`` and return it for
+        ``add_or_update`` calls."""
         if not isinstance(metric_name, str) or not metric_name.strip():
             raise ValueError("metric name must be a non-empty string")
         kind = _metric_type(metric_type)
-        names = [str(n) for n in dimension_names or []] + list(DEFAULT_DIMENSION_NAMES)
+        names = [str(n) for n in dimension_names or []]
         metric = CachingMetric(
             metric_name,
-            UNITS.get(unit, unit),
+            UNITS.get(unit, unit) if unit is not None else "unit",
             names,
             kind,
-            default_values=[self.model_name, "Model"],
             emit=self._emit,
         )
         self._cache[(metric_name, kind)] = metric
@@ -208,12 +228,16 @@ class MetricsCache:
         dimensions: Sequence[Dimension] | None = None,
         metric_type: MetricTypes | str = MetricTypes.COUNTER,
     ) -> None:
-        """Declare-and-update in one call, dimensions given as ``Dimension`` objects."""
+        """Declare-and-update in one call, dimensions given as ``Dimension`` objects
+        (``ModelName`` and ``Level=Model`` appended when absent)."""
         dims = list(dimensions or [])
+        present = {d.name for d in dims}
+        defaults = (("ModelName", self.model_name), ("Level", "Model"))
+        dims += [Dimension(n, v) for n, v in defaults if n not in present]
         kind = _metric_type(metric_type)
         names = [d.name for d in dims]
         metric = self._cache.get((name, kind))
-        if metric is None or metric.dimension_names != [*names, *DEFAULT_DIMENSION_NAMES]:
+        if metric is None or metric.dimension_names != names:
             metric = self.add_metric_to_cache(name, unit, names, kind)
         metric.add_or_update(value, [d.value for d in dims], self._request_id(idx))
 

@@ -18,7 +18,18 @@ Contract (see ``docs/internal-contracts.md``, section *handlers*):
 
   Error responses carry ``content_type="application/json"`` and the body
   ``{"code", "type", "message"}``; ``reason`` holds the message.
-* ``service.describe(request)`` runs the handler with header ``describe: True``.
+* ``service.describe(request)`` runs the handler with header ``describe: True`` (never
+  through the envelope).
+* ``async def`` handlers: when the entry point (or ``initialize``) returns an awaitable it is
+  run to completion on the worker's handler event loop (``torchwick.handlers.aio``) before
+  ``load``/``predict`` return; ``predict`` stays synchronous and batches still run one at a
+  time.
+* ``spec.service_envelope`` (``body``/``json``/``kserve``/``kservev2``) unwraps each request
+  before the handler and wraps its answer after (``torchwick.handlers.envelopes``); a request
+  whose body does not fit the envelope is answered 400 on its own, the others run.
+* ``spec.metrics_config``: the ``model_metrics`` of that metrics.yaml (TorchServe's default
+  ``HandlerTime``/``PredictionTime`` without one) are pre-registered in ``context.metrics``;
+  a file that cannot be used fails the load (500) naming the file.
 """
 
 from __future__ import annotations
@@ -30,9 +41,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from .aio import resolve
 from .codec import UnsupportedOutputError, decode_request, encode_output, error_body
 from .compat import install_ts_compat
 from .context import Context
+from .envelopes import BaseEnvelope, Parsed, envelope_class
 from .errors import (
     HandlerLoadError,
     PredictionException,
@@ -41,6 +54,7 @@ from .errors import (
 )
 from .loader import EntryPoint, resolve_entry_point
 from .messages import LoadSpec, MetricRecord, PredictRequest, PredictResponse
+from .metrics_config import MetricsConfigError, load_metrics_config, preregister
 from .streaming import STREAM_HEADER, build_response
 
 __all__ = ["HandlerLoadError", "ModelService"]
@@ -62,10 +76,17 @@ def error_response(request_id: str, code: int, message: str, type_name: str) -> 
 class ModelService:
     """A handler bound to its ``Context``; build it with ``ModelService.load``."""
 
-    def __init__(self, spec: LoadSpec, context: Context, entry: EntryPoint) -> None:
+    def __init__(
+        self,
+        spec: LoadSpec,
+        context: Context,
+        entry: EntryPoint,
+        envelope: BaseEnvelope | None = None,
+    ) -> None:
         self.spec = spec
         self.context = context
         self.entry = entry
+        self.envelope = envelope
 
     @classmethod
     def load(
@@ -80,11 +101,16 @@ class ModelService:
         if not model_dir.is_dir():
             raise HandlerLoadError(f"model directory {spec.model_dir!r} does not exist")
         install_ts_compat()
+        envelope: BaseEnvelope | None = None
         if spec.service_envelope:
-            logger.warning(
-                "service envelope %r is not supported; requests reach the handler unwrapped",
-                spec.service_envelope,
-            )
+            try:
+                envelope = envelope_class(spec.service_envelope)()
+            except ValueError as exc:
+                raise HandlerLoadError(str(exc)) from exc
+        try:
+            metrics_config = load_metrics_config(spec.metrics_config)
+        except MetricsConfigError as exc:
+            raise HandlerLoadError(f"metrics_config: {exc}") from exc
         # Appended, as TorchServe's PYTHONPATH does, so an archive's files cannot shadow the
         # standard library; the handler file itself is imported by path, not by this entry.
         if spec.model_dir not in sys.path:
@@ -100,9 +126,10 @@ class ModelService:
             emit_metric=emit_metric,
             emit_intermediate=emit_intermediate,
         )
+        preregister(context.metrics, metrics_config)
         try:
             entry = resolve_entry_point(spec.handler, model_dir)
-            entry.initialize(context)
+            resolve(entry.initialize(context))
         except HandlerLoadError:
             raise
         except Exception as exc:
@@ -112,23 +139,58 @@ class ModelService:
                 f"failed to load handler {spec.handler!r}: {last_traceback_line(exc)}", status
             ) from exc
         logger.info("model %s loaded with handler %s", spec.model_name, entry.description)
-        return cls(spec, context, entry)
+        return cls(spec, context, entry, envelope)
 
     def predict(self, batch: Sequence[PredictRequest]) -> list[PredictResponse]:
         """Run one batch; one final response per request, in order."""
         if not batch:
             return []
-        ids = [r.request_id for r in batch]
-        rows: list[dict[str, Any]] = []
-        headers: list[dict[str, Any]] = []
-        for request in batch:
-            row, header = decode_request(request, self.spec.decode_input_request)
-            rows.append(row)
-            headers.append(header)
+        decoded = [decode_request(r, self.spec.decode_input_request) for r in batch]
+        describe = any(str(h.get("describe")).lower() == "true" for _, h in decoded)
+        if self.envelope is None or describe:
+            ids = [r.request_id for r in batch]
+            return self._run(ids, [row for row, _ in decoded], [h for _, h in decoded])
+        return self._predict_enveloped(self.envelope, batch, decoded)
+
+    def _predict_enveloped(
+        self,
+        envelope: BaseEnvelope,
+        batch: Sequence[PredictRequest],
+        decoded: list[tuple[dict[str, Any], dict[str, Any]]],
+    ) -> list[PredictResponse]:
+        answers: dict[str, PredictResponse] = {}
+        accepted: list[tuple[str, Parsed, dict[str, Any]]] = []
+        for request, (row, header) in zip(batch, decoded, strict=True):
+            explain = str(header.get("explain")).lower() == "true"
+            try:
+                parsed = envelope.parse_request(row, explain)
+            except PredictionException as exc:
+                logger.info("request %s rejected by the envelope: %s", request.request_id, exc)
+                answers[request.request_id] = error_response(
+                    request.request_id, exc.error_code, exc.message, exc.type_name
+                )
+                continue
+            parsed.meta["request_id"] = request.request_id
+            accepted.append((request.request_id, parsed, header))
+        if accepted:
+            items = [item for _, parsed, _ in accepted for item in parsed.items]
+            ids = [rid for rid, _, _ in accepted]
+            formatter = _EnvelopeFormatter(envelope, [p for _, p, _ in accepted], self.context)
+            responses = self._run(ids, items, [h for _, _, h in accepted], formatter)
+            answers.update((r.request_id, r) for r in responses)
+        return [answers[r.request_id] for r in batch]
+
+    def _run(
+        self,
+        ids: list[str],
+        rows: list[Any],
+        headers: list[dict[str, Any]],
+        formatter: _EnvelopeFormatter | None = None,
+    ) -> list[PredictResponse]:
         self.context.begin_batch(ids, headers)
         started = time.perf_counter()
         try:
-            output = self.entry.handle(rows, self.context)
+            output = resolve(self.entry.handle(rows, self.context))
         except PredictionException as exc:
             logger.warning("handler raised PredictionException: %s", exc)
             return [error_response(i, exc.error_code, exc.message, exc.type_name) for i in ids]
@@ -143,7 +205,9 @@ class ModelService:
             ]
         finally:
             self._emit_prediction_time(started)
-        return self._responses(ids, output)
+        if formatter is None:
+            return self._responses(ids, output)
+        return self._enveloped_responses(ids, len(rows), output, formatter)
 
     def describe(self, request: PredictRequest) -> PredictResponse:
         """The handler's ``describe_handle`` answer (TorchServe's ``?customized=true``)."""
@@ -160,21 +224,38 @@ class ModelService:
         except Exception:  # a metrics sink failure must not fail the batch
             logger.exception("could not emit PredictionTime")
 
-    def _responses(self, ids: list[str], output: Any) -> list[PredictResponse]:
+    @staticmethod
+    def _shape_error(ids: list[str], output: Any, expected: int) -> list[PredictResponse] | None:
         if not isinstance(output, list):
             msg = (
                 f"Invalid model predict output: the handler returned "
-                f"{type(output).__name__}, expected a list of {len(ids)}"
+                f"{type(output).__name__}, expected a list of {expected}"
             )
-            logger.error(msg)
-            return [error_response(i, 500, msg, "InternalServerException") for i in ids]
-        if len(output) != len(ids):
+        elif len(output) != expected:
             msg = (
                 f"number of batch response mismatched: the handler returned {len(output)} "
-                f"item(s) for {len(ids)} request(s)"
+                f"item(s) for {expected} input(s)"
             )
-            logger.error(msg)
-            return [error_response(i, 500, msg, "InternalServerException") for i in ids]
+        else:
+            return None
+        logger.error(msg)
+        return [error_response(i, 500, msg, "InternalServerException") for i in ids]
+
+    def _enveloped_responses(
+        self, ids: list[str], count: int, output: Any, formatter: _EnvelopeFormatter
+    ) -> list[PredictResponse]:
+        failed = self._shape_error(ids, output, count)
+        if failed is not None:
+            return failed
+        return [
+            self._one(idx, rid, item)
+            for idx, (rid, item) in enumerate(zip(ids, formatter.answers(output), strict=True))
+        ]
+
+    def _responses(self, ids: list[str], output: Any) -> list[PredictResponse]:
+        failed = self._shape_error(ids, output, len(ids))
+        if failed is not None:
+            return failed
         return [
             self._one(idx, rid, item)
             for idx, (rid, item) in enumerate(zip(ids, output, strict=True))
@@ -192,3 +273,39 @@ class ModelService:
         if idx in self.context.streamed:
             extra[STREAM_HEADER] = "false"
         return build_response(self.context, idx, request_id, body, final=True, extra_headers=extra)
+
+
+class _EnvelopeFormatter:
+    """Splits the handler's results back per request and wraps each request's share.
+
+    A share holding a ``PredictionException`` (a rejected item) answers with that error; a
+    share the envelope cannot wrap answers 500 naming why.
+    """
+
+    def __init__(self, envelope: BaseEnvelope, parsed: list[Parsed], context: Context) -> None:
+        self.envelope = envelope
+        self.parsed = parsed
+        self.context = context
+
+    def answers(self, output: list[Any]) -> list[Any]:
+        answers: list[Any] = []
+        cursor = 0
+        for parsed in self.parsed:
+            share = output[cursor : cursor + len(parsed.items)]
+            cursor += len(parsed.items)
+            rejected = next((x for x in share if isinstance(x, PredictionException)), None)
+            if rejected is not None:
+                answers.append(rejected)
+                continue
+            try:
+                answers.append(self.envelope.format_request(parsed, share, self.context))
+            except (TypeError, ValueError, RuntimeError) as exc:
+                logger.error("the %s envelope cannot wrap a result: %s", self.envelope.name, exc)
+                answers.append(
+                    PredictionException(
+                        f"service envelope {self.envelope.name!r} cannot wrap the handler's "
+                        f"result: {last_traceback_line(exc)}",
+                        500,
+                    )
+                )
+        return answers

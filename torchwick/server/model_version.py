@@ -49,8 +49,8 @@ class ModelVersionConfig:
     TorchServe's camelCase JSON), ``yaml_config`` (the whole ``model-config.yaml``, the
     handler's ``context.model_yaml_config``). The server settings that govern a worker of this
     version (``max_response_size``, ``limit_max_image_pixels``, ``decode_input_request``,
-    ``service_envelope``) are copied in at registration, so a worker's behaviour is fixed by
-    its version's config.
+    ``service_envelope``, ``metrics_config``) are copied in at registration, so a worker's
+    behaviour is fixed by its version's config.
     """
 
     name: str
@@ -78,6 +78,7 @@ class ModelVersionConfig:
     limit_max_image_pixels: bool = True
     decode_input_request: bool = True
     service_envelope: str | None = None
+    metrics_config: str | None = None
 
     def load_spec(self, *, gpu_id: int | None, threads: int, adaptive_threads: bool) -> LoadSpec:
         """The LOAD frame for one worker of this version: this config plus the worker's placement.
@@ -99,6 +100,7 @@ class ModelVersionConfig:
             limit_max_image_pixels=self.limit_max_image_pixels,
             decode_input_request=self.decode_input_request,
             service_envelope=self.service_envelope,
+            metrics_config=self.metrics_config,
             threads=max(1, threads),
             adaptive_threads=adaptive_threads,
             max_response_size=self.max_response_size,

@@ -5,12 +5,17 @@ picks one explicitly):
 
 * ``tokenizer.json``: a Hugging Face ``tokenizers`` file; ids are ``encode(text).ids``;
 * ``vocab.txt``: one token per line, id = line number;
-* ``source_vocab.json``: a JSON object ``{token: id}``.
+* ``source_vocab.json``: a JSON object ``{token: id}``;
+* ``source_vocab.pt``: TorchServe's layout, a ``torch.save``d torchtext vocabulary, read
+  without unpickling code (see ``source_vocab``).
 
-For the two plain vocabularies the text is lower-cased and split into words and punctuation;
-with ``handler: {ngrams: n}`` (default 1) the n-grams up to ``n`` are added as
-space-joined tokens. Unknown tokens map to ``<unk>``/``[UNK]`` when the vocabulary has one,
-and are dropped otherwise. The pad id is that of ``<pad>``/``[PAD]``, else 0.
+For the plain vocabularies the text is lower-cased and split into words and punctuation;
+with ``handler: {ngrams: n}`` the n-grams up to ``n`` are added as space-joined tokens (default
+1; 2 for ``source_vocab.pt``, TorchServe's ``TextClassifier.ngrams``). With ``source_vocab.pt``
+punctuation is dropped before the lookup, as TorchServe's text classifier removes it.
+Unknown tokens map to the vocabulary's default index (``set_default_index``) or to
+``<unk>``/``[UNK]`` when it has one, and are dropped otherwise. The pad id is that of
+``<pad>``/``[PAD]``, else 0.
 
 Each request's input (``data`` or ``body``) must be UTF-8 text, or a JSON string, or a JSON
 object with a ``text`` field. ``handler: {max_length: N}`` (default 512) truncates ids.
@@ -30,8 +35,9 @@ from ..base_handler import BaseHandler
 from ..context import Context
 from ..errors import InvalidInput
 
-TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "source_vocab.json")
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "source_vocab.json", "source_vocab.pt")
 _WORDS = re.compile(r"\w+|[^\w\s]")
+_PUNCTUATION = re.compile(r"[^\w\s]")
 
 
 class Tokenizer(Protocol):
@@ -66,16 +72,34 @@ class HuggingFaceTokenizer:
 class VocabularyTokenizer:
     """Lower-case word/punctuation split plus n-grams, looked up in a vocabulary."""
 
-    def __init__(self, vocab: dict[str, int], ngrams: int = 1) -> None:
+    def __init__(
+        self,
+        vocab: dict[str, int],
+        ngrams: int = 1,
+        *,
+        unk_id: int | None = None,
+        drop_punctuation: bool = False,
+    ) -> None:
         if not vocab:
             raise RuntimeError("the vocabulary is empty")
         self.vocab = vocab
         self.ngrams = max(1, ngrams)
-        self.unk_id = next((vocab[t] for t in ("<unk>", "[UNK]") if t in vocab), None)
+        self.drop_punctuation = drop_punctuation
+        self.unk_id = unk_id
+        if self.unk_id is None:
+            self.unk_id = next((vocab[t] for t in ("<unk>", "[UNK]") if t in vocab), None)
         self.pad_id = next((vocab[t] for t in ("<pad>", "[PAD]") if t in vocab), 0)
 
     @classmethod
-    def from_file(cls, path: Path, ngrams: int = 1) -> VocabularyTokenizer:
+    def from_file(cls, path: Path, ngrams: int | None = None) -> VocabularyTokenizer:
+        if path.suffix == ".pt":
+            from .source_vocab import read_source_vocab
+
+            vocab, default = read_source_vocab(path)
+            return cls(
+                vocab, 2 if ngrams is None else ngrams, unk_id=default, drop_punctuation=True
+            )
+        ngrams = 1 if ngrams is None else ngrams
         if path.suffix == ".json":
             raw = json.loads(path.read_text(encoding="utf-8"))
             if not isinstance(raw, dict) or not all(isinstance(v, int) for v in raw.values()):
@@ -86,6 +110,8 @@ class VocabularyTokenizer:
 
     def tokens(self, text: str) -> list[str]:
         words = _WORDS.findall(text.lower())
+        if self.drop_punctuation:
+            words = [w for w in words if not _PUNCTUATION.fullmatch(w)]
         grams = list(words)
         for n in range(2, self.ngrams + 1):
             grams += [" ".join(words[i : i + n]) for i in range(len(words) - n + 1)]
@@ -104,7 +130,7 @@ def load_tokenizer(model_dir: Path, config: dict[str, Any]) -> Tokenizer:
     """The tokenizer from ``model_dir`` (see the module docstring for the search order)."""
     named = config.get("tokenizer")
     candidates = [str(named)] if named else list(TOKENIZER_FILES)
-    ngrams = int(config.get("ngrams", 1))
+    ngrams = int(config["ngrams"]) if "ngrams" in config else None
     for name in candidates:
         path = (model_dir / name).resolve()
         if not path.is_relative_to(model_dir.resolve()) or not path.is_file():

@@ -2,9 +2,12 @@
 
 Each request's input (``data`` or ``body``) may be image bytes (any format PIL reads), a
 base64 string of such bytes, a JSON object with a ``data`` field holding either, or a nested
-list of floats used as the ``[C, H, W]`` tensor as is. Decoded images are converted to RGB and
-go through ``image_processing`` when a subclass sets one (TorchServe handlers assign a
-torchvision ``Compose`` there), else through ``ImageTransform``: shorter side resized to
+list of floats used as the ``[C, H, W]`` tensor as is. Decoded images keep their mode (a
+grayscale PNG stays ``L``, an RGBA PNG stays ``RGBA``), as TorchServe's ``VisionHandler``
+passes them on, and go through ``image_processing`` when a subclass sets one (TorchServe
+handlers assign a torchvision ``Compose`` there: ``ToTensor`` then gives one channel for
+``L``). Without one they go through ``ImageTransform``, the built-in transform for the
+3-channel models of the default handlers: converted to RGB, shorter side resized to
 ``resize`` (bilinear), centre crop ``crop_size``, scaled to [0, 1], ImageNet-normalised.
 ``handler: {resize: N|null, crop_size: N|null, normalize: true|false}`` in the model-config
 overrides the class defaults.
@@ -35,13 +38,15 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def decode_image(raw: bytes | bytearray) -> Image.Image:
-    """An RGB PIL image from encoded bytes, or ``InvalidInput``."""
+    """The decoded PIL image in its own mode (``L``, ``RGB``, ``RGBA``, ``P``...), or
+    ``InvalidInput``. The pixels are loaded here, so a truncated file fails here."""
     if not raw:
         raise InvalidInput("the image is empty")
     try:
         with Image.open(io.BytesIO(bytes(raw))) as opened:
             opened.load()
-            return opened.convert("RGB")
+            # copy(): the returned image must outlive the ``with`` that closes the file.
+            return opened.copy()
     except Image.DecompressionBombError as exc:
         raise InvalidInput(f"the image is too large to decode: {exc}") from None
     except UnidentifiedImageError:
@@ -93,6 +98,10 @@ class ImageTransform:
         self.std = std
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
+        # The default handlers serve 3-channel models: grayscale, palette and RGBA images are
+        # converted here (TorchServe's default transform fails on them instead).
+        if image.mode != "RGB":
+            image = image.convert("RGB")
         if self.resize:
             image = resize_shorter_side(image, self.resize)
         if self.crop_size:

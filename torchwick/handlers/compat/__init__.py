@@ -13,6 +13,12 @@ No ``ts`` package is ever installed in site-packages. If a real ``ts`` is import
 still wins because the finder runs before the path finders, and any ``ts`` modules already
 imported are dropped from ``sys.modules`` on installation. ``ModelService.load`` installs it;
 it is idempotent.
+
+Outside a worker (a handler's own unit tests) nothing happens until the user opts in:
+``torchwick.handlers.compat.install()``, or the pytest plugin
+``torchwick.handlers.compat.pytest_plugin`` (``pytest_plugins = [...]`` in a conftest, or
+``-p torchwick.handlers.compat.pytest_plugin``), which calls it. It is never registered as
+an automatic plugin, so a project that has the real TorchServe installed keeps it.
 """
 
 from __future__ import annotations
@@ -27,8 +33,19 @@ from types import ModuleType
 from ..context import SERVER_VERSION
 
 PACKAGES = frozenset(
-    {"ts", "ts.torch_handler", "ts.utils", "ts.metrics", "ts.handler_utils", "ts.protocol"}
+    {
+        "ts",
+        "ts.torch_handler",
+        "ts.utils",
+        "ts.metrics",
+        "ts.handler_utils",
+        "ts.protocol",
+        "ts.torch_handler.unit_tests",
+        "ts.torch_handler.unit_tests.test_utils",
+        "ts.torch_handler.unit_tests.models",
+    }
 )
+_C = "torchwick.handlers.compat"
 
 ALIASES: dict[str, str] = {
     "ts.context": "torchwick.handlers.context",
@@ -46,7 +63,27 @@ ALIASES: dict[str, str] = {
     "ts.metrics.dimension": "torchwick.handlers.metrics",
     "ts.metrics.metric_type_enum": "torchwick.handlers.metrics",
     "ts.metrics.caching_metric": "torchwick.handlers.metrics",
-    "ts.metrics.metric_cache_errors": "torchwick.handlers.metrics",
+    "ts.metrics.metric_cache_errors": f"{_C}.ts_metrics",
+    "ts.metrics.metric": f"{_C}.ts_metrics",
+    "ts.metrics.metric_abstract": f"{_C}.ts_metrics",
+    "ts.metrics.metric_cache_abstract": f"{_C}.ts_metrics",
+    "ts.metrics.metric_cache_yaml_impl": f"{_C}.ts_metrics",
+    "ts.metrics.metrics_store": f"{_C}.ts_metrics",
+    "ts.metrics.unit": f"{_C}.ts_metrics",
+    "ts.version": f"{_C}.small_modules",
+    "ts.service": f"{_C}.small_modules",
+    "ts.handler_utils.text_utils": f"{_C}.small_modules",
+    "ts.handler_utils.micro_batching": f"{_C}.micro_batching",
+    "ts.torch_handler.densenet_handler": f"{_C}.densenet_handler",
+    "ts.torch_handler.request_envelope": "torchwick.handlers.envelopes",
+    "ts.torch_handler.request_envelope.base": "torchwick.handlers.envelopes.base",
+    "ts.torch_handler.request_envelope.body": "torchwick.handlers.envelopes.body",
+    "ts.torch_handler.request_envelope.json": "torchwick.handlers.envelopes.json",
+    "ts.torch_handler.request_envelope.kserve": "torchwick.handlers.envelopes.kserve",
+    "ts.torch_handler.request_envelope.kservev2": "torchwick.handlers.envelopes.kservev2",
+    "ts.torch_handler.unit_tests.test_utils.mock_context": f"{_C}.unit_tests.mock_context",
+    "ts.torch_handler.unit_tests.test_utils.model_dir": f"{_C}.unit_tests.model_dir",
+    "ts.torch_handler.unit_tests.models.base_model": f"{_C}.unit_tests.base_model",
 }
 
 
@@ -101,6 +138,12 @@ def _is_ours(module: ModuleType) -> bool:
     return isinstance(loader, (_PackageLoader, _AliasLoader)) or (
         getattr(module, "__name__", "").startswith("torchwick.")
     )
+
+
+def install() -> None:
+    """Make ``import ts.*`` resolve to torchwick in this process (explicit opt-in outside a
+    worker; see the module docstring). Idempotent."""
+    install_ts_compat()
 
 
 def install_ts_compat() -> None:

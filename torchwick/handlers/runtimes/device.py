@@ -9,8 +9,10 @@ from __future__ import annotations
 import torch
 
 
-def select_device(gpu_id: int | None) -> torch.device:
-    """The device a handler should load its model on and run inference with."""
-    if gpu_id is not None and gpu_id >= 0 and torch.cuda.is_available():
-        return torch.device(f"cuda:{gpu_id}")
-    return torch.device("cpu")
+def select_device(gpu_id: int | str | None) -> torch.device:
+    """The device a handler should load its model on and run inference with (``gpu_id`` may
+    be text, as TorchServe's ``MockContext`` gives it)."""
+    if gpu_id is None or not torch.cuda.is_available():
+        return torch.device("cpu")
+    index = int(gpu_id)
+    return torch.device(f"cuda:{index}") if index >= 0 else torch.device("cpu")

@@ -185,4 +185,5 @@ def resolve_version_config(
         limit_max_image_pixels=settings.limit_max_image_pixels,
         decode_input_request=settings.decode_input_request,
         service_envelope=settings.service_envelope,
+        metrics_config=str(settings.metrics_config) if settings.metrics_config else None,
     )
