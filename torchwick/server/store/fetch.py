@@ -23,6 +23,7 @@ import socket
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from typing import IO, Any
 
@@ -123,11 +124,30 @@ class _HTTPSHandler(urllib.request.HTTPSHandler):
 
 
 class _CheckedRedirects(urllib.request.HTTPRedirectHandler):
-    """Follow a redirect only to an http(s) URL whose canonical form ``allowed_urls`` allows."""
+    """Follow a redirect only to an http(s) URL whose canonical form ``allowed_urls`` allows.
+
+    The check runs before urllib's own (which answers a redirect to ``file:`` with an opaque
+    HTTPError), so every refusal names the redirect.
+    """
 
     def __init__(self, policy: UrlPolicy) -> None:
         super().__init__()
         self._policy = policy
+
+    def http_error_302(
+        self,
+        req: urllib.request.Request,
+        fp: IO[bytes],
+        code: int,
+        msg: str,
+        headers: Any,
+    ) -> Any:
+        location = headers.get("location") or headers.get("uri")
+        if location:
+            self._checked(urllib.parse.urljoin(req.full_url, location))
+        return super().http_error_302(req, fp, code, msg, headers)
+
+    http_error_301 = http_error_303 = http_error_307 = http_error_308 = http_error_302
 
     def redirect_request(  # noqa: PLR0917 - the signature urllib calls
         self,
@@ -138,14 +158,18 @@ class _CheckedRedirects(urllib.request.HTTPRedirectHandler):
         headers: Any,
         newurl: str,
     ) -> urllib.request.Request | None:
+        return super().redirect_request(req, fp, code, msg, headers, self._checked(newurl))
+
+    def _checked(self, newurl: str) -> str:
+        """The canonical form of an allowed redirect target; ``FetchError`` otherwise."""
         refused = FetchError(f"redirect to a URL that is not allowed: {_printable(newurl)}")
         try:
             normal = self._policy.check(newurl)
         except TorchwickError as exc:
             raise refused from exc
-        if normal.scheme not in ("http", "https") or normal.had_parent_refs:
+        if normal.scheme not in ("http", "https"):
             raise refused
-        return super().redirect_request(req, fp, code, msg, headers, normal.request_url)
+        return normal.request_url
 
 
 def _printable(text: str, limit: int = 200) -> str:

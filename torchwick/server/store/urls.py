@@ -13,9 +13,9 @@ be fetched in another (CVE-2024-35198 was ``..`` slipping past TorchServe's chec
 Refused outright, with ``BadRequest`` naming the rule: control characters, spaces or a
 backslash anywhere; user information (``user@host``, which would let ``https://good@evil/``
 name another host); a path that still holds a percent escape after one decoding (double
-encoding such as ``%252e``) or decodes to ``?``, ``#`` or a backslash; a host that is not a DNS
-name or IP literal; a port that is not a number. The scheme is only lower-cased here: which
-schemes are fetched is the model store's decision.
+encoding such as ``%252e``) or decodes to a control character, ``?``, ``#`` or a backslash;
+a host that is not a DNS name or IP literal; a port that is not a number. The scheme is
+only lower-cased here: which schemes are fetched is the model store's decision.
 
 ``UrlPolicy`` holds the compiled ``allowed_urls`` (full match, case-insensitive, as in
 TorchServe) and ``strict_allowed_urls``.
@@ -33,6 +33,8 @@ from torchwick.server.errors import BadRequest, ModelNotFound
 #: model store name.
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://")
 _FORBIDDEN = re.compile(r"[\x00-\x20\x7f\\]")
+# In the decoded path an encoded space (%20) is fine: folder names have them.
+_FORBIDDEN_DECODED = re.compile(r"[\x00-\x1f\x7f\\?#]")
 _ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
 _LABEL = r"[a-z0-9_](?:[a-z0-9_\-]{0,61}[a-z0-9_])?"
 _HOST = re.compile(rf"^{_LABEL}(?:\.{_LABEL})*\.?\Z")
@@ -124,9 +126,9 @@ def _decoded_path(raw_path: str) -> str:
             "url path holds a percent escape after decoding (double encoding such as %252e "
             "is not allowed)"
         )
-    if _FORBIDDEN.search(decoded) or "?" in decoded or "#" in decoded:
+    if _FORBIDDEN_DECODED.search(decoded):
         raise BadRequest(
-            "url path decodes to a control character, space, backslash, '?' or '#', "
+            "url path decodes to a control character, a backslash, '?' or '#', "
             "which are not allowed"
         )
     return decoded
