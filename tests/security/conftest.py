@@ -33,6 +33,11 @@ from .origin import Origin, handler_for
 MAX_DOWNLOAD = 256 * 1024
 DOWNLOAD_TIMEOUT_S = 4
 READ_TIMEOUT_S = 1.5
+#: Names an attack that succeeds would download or copy into the store.
+_DOWNLOADED_NAMES = {
+    *("secret.mar", "good.mar", "to-good.mar", "to-dotdot.mar"),
+    *("big.mar", "big-unsized.mar", "drip.mar", "stall.mar"),
+}
 
 
 @dataclass
@@ -133,15 +138,28 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
 
 @pytest.fixture(autouse=True)
 def after_each(world: World) -> Iterator[None]:
+    """Check what this test's attack left behind, then undo it, so that one successful
+    attack fails its own test and not every later one."""
     before = world.models()
+    hits_before = len(world.origin.private_hits())
+    files_before = set(world.store.iterdir())
     yield
-    assert world.server.alive(), "the server died"
-    assert httpx.get(f"{world.server.inference_url}/ping", timeout=10).status_code == 200
-    assert "echo" in world.models(), "a registered model was lost"
-    assert world.models() <= before | {"echo"}, "an attack registered a model"
-    assert world.origin.private_hits() == [], "an attack reached /private/ on the origin"
-    answer = world.server.client("inference").post("/predictions/echo", content=b"still here")
-    assert answer.status_code == 200 and answer.content == b"still here"
+    try:
+        assert world.server.alive(), "the server died"
+        assert httpx.get(f"{world.server.inference_url}/ping", timeout=10).status_code == 200
+        assert "echo" in world.models(), "a registered model was lost"
+        assert world.models() <= before, "an attack registered a model"
+        assert len(world.origin.private_hits()) == hits_before, "an attack reached /private/"
+        answer = world.server.client("inference").post("/predictions/echo", content=b"still")
+        assert answer.status_code == 200 and answer.content == b"still"
+    finally:
+        if world.server.alive():
+            for name in world.models() - before:
+                world.mgmt.delete(f"/models/{name}")
+        # Files a successful download or copy left (archives a test built are kept).
+        for path in set(world.store.iterdir()) - files_before:
+            if path.name in _DOWNLOADED_NAMES and not path.is_symlink():
+                path.unlink()
 
 
 def assert_refused(response: httpx.Response, status: int, *fragments: str) -> dict[str, str]:
