@@ -18,6 +18,7 @@ from typing import IO
 
 from .errors import UnsafeArchiveError
 from .safety import ArchiveLimits, ByteBudget, Entry, ListingChecker, clean_name
+from .zipdir import check_zip_directory
 
 _ZIP_METHODS = {zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA}
 
@@ -26,6 +27,8 @@ class ArchiveReader(ABC):
     """A checked listing plus ways to read one member and to extract all of them."""
 
     kind: str
+    #: Bytes of the archive file on disk (``None`` for a folder): the compression ratio base.
+    size: int | None = None
 
     def __init__(self) -> None:
         self.entries: list[Entry] = []
@@ -65,9 +68,12 @@ class ZipReader(ArchiveReader):
 
     def __init__(self, path: Path, limits: ArchiveLimits) -> None:
         super().__init__()
+        # Count from the end record first: ZipFile reads the whole directory into memory.
+        check_zip_directory(path, limits.max_entries)
+        self.size = path.stat().st_size
         self._zip = zipfile.ZipFile(path)
         try:
-            checker = ListingChecker(limits)
+            checker = ListingChecker(limits, self.size)
             entries: list[Entry] = []
             self._infos: dict[str, zipfile.ZipInfo] = {}
             for info in self._zip.infolist():
@@ -123,9 +129,11 @@ class TarReader(ArchiveReader):
 
     def __init__(self, path: Path, limits: ArchiveLimits) -> None:
         super().__init__()
+        self.size = path.stat().st_size
         self._tar = tarfile.open(path, mode="r:*")  # noqa: SIM115 - closed by close()
         try:
-            checker = ListingChecker(limits)
+            # Declared sizes are checked header by header, before a member's data is inflated.
+            checker = ListingChecker(limits, self.size)
             listed: list[tuple[Entry, tarfile.TarInfo]] = []
             # Iterating reads one header at a time, so the checker stops a huge listing early.
             for member in self._tar:

@@ -22,8 +22,9 @@ MANIFEST_PATH = "MAR-INF/MANIFEST.json"
 #: The ``archiverVersion`` torchwick writes: the torch-model-archiver release whose format it
 #: reproduces (torchwick's own version is printed by ``--archiver-version``).
 ARCHIVER_FORMAT_VERSION = "0.12.0"
-#: TorchServe's model name rule, used by both the archiver CLI and the reader.
-MODEL_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-.]*$")
+#: TorchServe's model name rule, used by both the archiver CLI and the reader. ``\Z``, not
+#: ``$``: ``$`` also matches before a trailing newline, which would let a name forge log lines.
+MODEL_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-.]*\Z")
 RUNTIMES = ("python", "python3", "LSP")
 CREATED_ON_FORMAT = "%d/%m/%Y %H:%M:%S"
 
@@ -39,6 +40,22 @@ _MODEL_KEYS = (
     ("requirementsFile", "requirements_file"),
     ("configFile", "config_file"),
 )
+
+
+def version_problem(version: str) -> str | None:
+    """Why ``version`` cannot be a model version, or ``None`` when it can.
+
+    The version becomes a URL path segment (``/models/{name}/{version}``), part of a folder
+    and log names: no ``/`` or ``\\``, no control characters (a newline would forge log
+    lines), and not ``.`` or ``..``.
+    """
+    if "/" in version or "\\" in version:
+        return f"{version!r} may not contain '/' or '\\'"
+    if not version.isprintable():
+        return f"{version!r} may not contain control characters"
+    if version in (".", ".."):
+        return f"{version!r} is not a version"
+    return None
 
 
 def _as_optional_text(value: Any) -> Any:
@@ -75,6 +92,14 @@ class ModelSection(BaseModel):
         # The name ends up in URLs, log file names and snapshot keys: keep TorchServe's rule.
         if value is not None and not MODEL_NAME_PATTERN.match(value):
             raise ValueError(f"{value!r} does not match {MODEL_NAME_PATTERN.pattern}")
+        return value
+
+    @field_validator("model_version")
+    @classmethod
+    def _check_version(cls, value: str | None) -> str | None:
+        problem = version_problem(value) if value else None
+        if problem is not None:
+            raise ValueError(problem)
         return value
 
     def to_json_dict(self) -> dict[str, Any]:

@@ -86,6 +86,7 @@ def extract_archive(
     limits = limits or ArchiveLimits()
     with _reading(source), _open_reader(source, limits) as reader:
         contents = _contents(reader, source)
+        _check_handler_file(reader, contents.manifest, source.name or str(source))
         if isinstance(reader, DirectoryReader):
             return ExtractedModel(source, contents.manifest, contents.config, source)
         _check_destination(destination, contents)
@@ -95,7 +96,7 @@ def extract_archive(
             )
         )
         try:
-            reader.extract(staging, ByteBudget(limits))
+            reader.extract(staging, ByteBudget(limits, reader.size))
             # mkdtemp makes the folder private (0700); the model dir is shared with workers.
             staging.chmod(0o755)
             os.rename(staging, destination)
@@ -197,6 +198,39 @@ def _contents(reader: ArchiveReader, source: Path) -> ArchiveContents:
         config=config,
         config_text=config_text,
     )
+
+
+def handler_file(handler: str) -> str | None:
+    """The file a manifest ``handler`` names, or ``None`` for a module or built-in name.
+
+    ``file.py`` and ``path/file.py`` (each optionally ``:function``) name that file;
+    ``path/module`` names ``path/module.py`` (the worker's loader reads it so). A plain
+    ``module`` or ``package.module`` (``image_classifier``, ``ts.torch_handler.x``,
+    ``module:function``) may come from outside the archive and names no file.
+    """
+    module, sep, function = handler.strip().rpartition(":")
+    if not (sep and function.isidentifier() and module):
+        module = handler.strip()
+    if module.endswith(".py"):
+        return module
+    if "/" in module:
+        return f"{module}.py"
+    return None
+
+
+def _check_handler_file(reader: ArchiveReader, manifest: Manifest, label: str) -> None:
+    """A handler file the manifest names must be in the archive (else every worker fails)."""
+    handler = manifest.model.handler
+    name = handler_file(handler) if handler else None
+    if handler is None or name is None:
+        return
+    inner = check_inner_path(name, field="handler")
+    entry = reader.lookup(inner)
+    if entry is None or entry.is_dir:
+        raise ArchiveError(
+            f"{label}: manifest handler {handler!r} names the file {inner!r}, "
+            "which is not in the archive"
+        )
 
 
 def _read_limited(reader: ArchiveReader, entry: Entry, limit: int) -> bytes:

@@ -6,6 +6,9 @@ is not a plain file or directory is refused by the format reader. ``ListingCheck
 enforces the limits over the whole listing (entry count, declared uncompressed total,
 duplicates, a name that is both a file and a directory), and ``ByteBudget`` enforces the same
 total again on the bytes actually produced while extracting, because declared sizes can lie.
+Both also hold an archive to ``max_compression_ratio`` times its own size on disk (beyond the
+first ``RATIO_FREE_BYTES``), so a small archive cannot fill the disk: ``ByteBudget`` refuses the
+chunk that would pass a limit before writing it, and the caller deletes what was written.
 All refusals raise ``UnsafeArchiveError`` naming the entry and the rule.
 """
 
@@ -21,12 +24,41 @@ _DRIVE = re.compile(r"^[A-Za-z]:")
 _CHUNK = 1 << 20
 
 
+#: What any archive may expand to whatever its compression ratio: a small test model with a
+#: zero-filled tensor compresses a thousandfold and must still load.
+RATIO_FREE_BYTES = 64 << 20
+
+
 @dataclass(frozen=True, slots=True)
 class ArchiveLimits:
-    """Upper bounds for one archive. The defaults fit multi-GB LLM weights and big tokenizers."""
+    """Upper bounds for one archive. The defaults fit multi-GB LLM weights and big tokenizers.
+
+    ``max_compression_ratio`` bounds the bytes extracted to that many times the archive's size
+    on disk (never below ``RATIO_FREE_BYTES``); model weights compress about 1.1:1, text about
+    10:1, a zip bomb 1000:1 and more.
+    """
 
     max_entries: int = 20_000
     max_total_bytes: int = 64 << 30
+    max_compression_ratio: float = 100.0
+
+    def expansion_limit(self, archive_size: int | None) -> tuple[int, str]:
+        """The most bytes an archive of ``archive_size`` bytes (``None``: a folder, no ratio)
+        may produce, and the rule to name when it produces more."""
+        total = (
+            self.max_total_bytes,
+            f"uncompressed total exceeds {self.max_total_bytes} bytes "
+            "(max_archive_uncompressed_size)",
+        )
+        if archive_size is None:
+            return total
+        by_ratio = max(int(self.max_compression_ratio * archive_size), RATIO_FREE_BYTES)
+        if by_ratio >= self.max_total_bytes:
+            return total
+        return by_ratio, (
+            f"expands to more than {self.max_compression_ratio:g} times the archive's "
+            f"{archive_size} bytes (max_archive_compression_ratio)"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,8 +111,9 @@ class ListingChecker:
     is refused after ``max_entries + 1`` headers rather than after all of them.
     """
 
-    def __init__(self, limits: ArchiveLimits) -> None:
+    def __init__(self, limits: ArchiveLimits, archive_size: int | None = None) -> None:
         self._limits = limits
+        self._limit, self._rule = limits.expansion_limit(archive_size)
         self._files: dict[str, Entry] = {}
         self._dirs: set[str] = set()
         self._count = 0
@@ -91,16 +124,14 @@ class ListingChecker:
         self._count += 1
         if self._count > self._limits.max_entries:
             raise UnsafeArchiveError(
-                entry.stored_name, f"more than {self._limits.max_entries} entries"
+                entry.stored_name,
+                f"more than {self._limits.max_entries} entries (max_archive_entries)",
             )
         if entry.size < 0:
             raise UnsafeArchiveError(entry.stored_name, "negative size")
         self._total += entry.size
-        if self._total > self._limits.max_total_bytes:
-            raise UnsafeArchiveError(
-                entry.stored_name,
-                f"uncompressed total exceeds {self._limits.max_total_bytes} bytes",
-            )
+        if self._total > self._limit:
+            raise UnsafeArchiveError(entry.stored_name, self._rule)
         if not entry.name:
             return
         parents = _parents(entry.name)
@@ -126,24 +157,26 @@ class ListingChecker:
 
 
 class ByteBudget:
-    """Counts the bytes really written while extracting, per entry and in total."""
+    """Counts the bytes really written while extracting, per entry and in total.
 
-    def __init__(self, limits: ArchiveLimits) -> None:
-        self._limit = limits.max_total_bytes
+    A chunk that would pass the member's declared size or the archive's expansion limit is
+    refused before it is written, so at most the limit is ever on disk.
+    """
+
+    def __init__(self, limits: ArchiveLimits, archive_size: int | None = None) -> None:
+        self._limit, self._rule = limits.expansion_limit(archive_size)
         self.written = 0
 
     def copy(self, source: IO[bytes], target: IO[bytes], entry: Entry) -> None:
-        """Copy one member, refusing it once it yields more than it declared or the total."""
+        """Copy one member, refusing it once it yields more than it declared or the limit."""
         produced = 0
         while chunk := source.read(_CHUNK):
             produced += len(chunk)
-            self.written += len(chunk)
             if produced > entry.size:
                 raise UnsafeArchiveError(entry.stored_name, "more data than its declared size")
-            if self.written > self._limit:
-                raise UnsafeArchiveError(
-                    entry.stored_name, f"uncompressed total exceeds {self._limit} bytes"
-                )
+            if self.written + len(chunk) > self._limit:
+                raise UnsafeArchiveError(entry.stored_name, self._rule)
+            self.written += len(chunk)
             target.write(chunk)
         if produced != entry.size:
             raise UnsafeArchiveError(entry.stored_name, "less data than its declared size")

@@ -2,17 +2,25 @@
 
 A registration ``url`` is one of:
 - a file or folder name inside ``model_store`` (``.mar``, ``.tar.gz``, ``.tgz``, ``.model`` or a
-  no-archive folder). Names with ``..`` parts, absolute paths outside the store and symlinks
-  that lead out of it are refused before anything is opened;
-- ``http(s)://...``: checked against ``allowed_urls`` (full match, case-insensitive) *before*
-  any network access, then downloaded into ``model_store/<basename>`` through a temporary file,
-  with a size cap; every redirect is checked against ``allowed_urls`` too;
-- ``file://...``: checked against ``allowed_urls`` the same way, then copied into the store
-  (or used in place when it already is inside the store, or is a folder).
+  no-archive folder). Containment is decided on the name the caller gave: no ``..`` part, no
+  absolute path, no control character. Entries of the store that are symlinks (to a shared
+  volume, a build output) are followed wherever they point: the store belongs to whoever runs
+  the server. A dangling one is a 404 naming the entry;
+- ``http(s)://...``: normalised and checked against ``allowed_urls`` (``store.urls``) *before*
+  any network access, then downloaded in its canonical form into ``model_store/<basename>``
+  through a temporary file, bounded by ``max_download_size``, ``download_timeout_s`` and
+  ``download_read_timeout_s``; every redirect is normalised and checked too (``store.fetch``);
+- ``file://...``: normalised and checked the same way; the file is then resolved (symlinks
+  included) and the resolved ``file://`` form must be allowed as well; it is used in place when
+  it lies inside the store or is a folder, else copied into the store (size-capped).
+
+``strict_allowed_urls=true`` refuses every URL: only store names are accepted.
 
 The archive is then checked and extracted by ``torchwick.archiver.extract_archive`` into a
-private temporary folder of its own; ``discard`` removes that folder, and the downloaded file
-when the registration fetched one. Every failure is a ``torchwick.server.errors`` type.
+private temporary folder of its own, under the ``max_archive_*`` limits; ``discard`` removes
+that folder, and the downloaded file when the registration fetched one. Every failure is a
+``torchwick.server.errors`` type whose message names the problem and never a server path the
+caller did not give.
 """
 
 from __future__ import annotations
@@ -23,14 +31,12 @@ import logging
 import os
 import re
 import shutil
+import stat
 import tempfile
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import IO, Any
-from urllib.parse import unquote, urlsplit
+from typing import IO
 
 from torchwick.archiver import ArchiveError, ArchiveLimits, ExtractedModel, extract_archive
 from torchwick.server.errors import (
@@ -39,18 +45,30 @@ from torchwick.server.errors import (
     InternalError,
     InvalidArchive,
     ModelNotFound,
+    TorchwickError,
 )
 from torchwick.server.settings import Settings
+from torchwick.server.store import FetchError, HttpFetcher, NormalUrl, UrlPolicy, url_scheme
+from torchwick.server.store.urls import not_allowed, relative_path
+
+__all__ = [
+    "ARCHIVE_SUFFIXES",
+    "ArchiveSource",
+    "Fetcher",
+    "HttpFetcher",
+    "ModelStore",
+    "PreparedModel",
+    "archive_limits",
+    "not_allowed",
+]
 
 logger = logging.getLogger(__name__)
 
 #: Suffixes of archive files in the store, longest first (``.tar.gz`` before ``.gz``-less ones).
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".mar", ".model")
-#: Largest archive a URL registration may download.
-DEFAULT_MAX_DOWNLOAD_BYTES = 20 * 1024**3
-DOWNLOAD_TIMEOUT_S = 60.0
 _CHUNK = 1 << 20
-_SAFE_FILE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
+_SAFE_FILE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*\Z")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 #: ``fetch(url, destination, max_bytes)``: blocking download into an open binary file.
 Fetcher = Callable[[str, IO[bytes], int], None]
@@ -78,72 +96,37 @@ class PreparedModel:
     workdir: Path | None
 
 
-def not_allowed(url: str) -> ModelNotFound:
-    """TorchServe's 404 for a URL that matches none of ``allowed_urls``."""
-    return ModelNotFound(f"Given URL {url} does not match any allowed URL(s)")
+def archive_limits(settings: Settings) -> ArchiveLimits:
+    """The archive limits the ``max_archive_*`` settings ask for."""
+    return ArchiveLimits(
+        max_entries=settings.max_archive_entries,
+        max_total_bytes=settings.max_archive_uncompressed_size,
+        max_compression_ratio=settings.max_archive_compression_ratio,
+    )
 
 
-def _relative_path_error(url: str) -> ModelNotFound:
-    return ModelNotFound(f"Relative path is not allowed in url: {url}")
+def _client_message(message: str, source: ArchiveSource, workdir: Path) -> str:
+    """The archiver's message with the server's own paths replaced by what the caller knows."""
+    return message.replace(str(workdir), "<workdir>").replace(str(source.path), source.url)
 
 
-class _CheckedRedirects(urllib.request.HTTPRedirectHandler):
-    """Follow a redirect only to an http(s) URL that ``allowed_urls`` also permits."""
-
-    def __init__(self, allowed: Callable[[str], bool]) -> None:
-        super().__init__()
-        self._allowed = allowed
-
-    def redirect_request(  # noqa: PLR0917 - the signature urllib calls
-        self,
-        req: urllib.request.Request,
-        fp: IO[bytes],
-        code: int,
-        msg: str,
-        headers: Any,
-        newurl: str,
-    ) -> urllib.request.Request | None:
-        if urlsplit(newurl).scheme.lower() not in ("http", "https") or not self._allowed(newurl):
-            raise urllib.error.URLError(f"redirect to a URL that is not allowed: {newurl}")
-        return super().redirect_request(req, fp, code, msg, headers, newurl)
-
-
-class HttpFetcher:
-    """Blocking http(s) download with a size cap and checked redirects (run it in a thread)."""
-
-    def __init__(self, allowed: Callable[[str], bool], timeout_s: float = DOWNLOAD_TIMEOUT_S):
-        # Only the handlers needed: no file://, ftp:// or data: handling behind a redirect.
-        self._opener = urllib.request.OpenerDirector()
-        for handler in (
-            urllib.request.ProxyHandler(),
-            urllib.request.HTTPHandler(),
-            urllib.request.HTTPSHandler(),
-            urllib.request.HTTPDefaultErrorHandler(),
-            urllib.request.HTTPErrorProcessor(),
-            _CheckedRedirects(allowed),
-        ):
-            self._opener.add_handler(handler)
-        self._timeout = timeout_s
-
-    def __call__(self, url: str, destination: IO[bytes], max_bytes: int) -> None:
-        """Write the body of ``url`` to ``destination``; ``OSError`` on any failure."""
-        with self._opener.open(url, timeout=self._timeout) as response:
-            declared = response.headers.get("Content-Length")
-            if declared is not None and declared.isdigit() and int(declared) > max_bytes:
-                raise OSError(f"archive is larger than the limit of {max_bytes} bytes")
-            received = 0
-            while chunk := response.read(_CHUNK):
-                received += len(chunk)
-                if received > max_bytes:
-                    raise OSError(f"archive is larger than the limit of {max_bytes} bytes")
-                destination.write(chunk)
+def _download_reason(exc: BaseException) -> str:
+    """One client-safe line for a failed download (no server paths)."""
+    if isinstance(exc, FetchError):
+        return exc.reason
+    if isinstance(exc, http.client.HTTPException):
+        return "the origin's answer is not valid HTTP"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return "the connection failed"
 
 
 class ModelStore:
     """Resolves registration urls, fetches archives and keeps their extracted copies.
 
-    ``fetcher`` replaces the http(s) download (tests); ``work_root`` is where private
-    extraction folders go (a fresh private temporary folder by default, removed by ``close``).
+    ``fetcher`` replaces the http(s) download (tests); ``max_download_bytes`` and ``limits``
+    override the settings; ``work_root`` is where private extraction folders go (a fresh
+    private temporary folder by default, removed by ``close``).
     """
 
     def __init__(
@@ -151,15 +134,21 @@ class ModelStore:
         settings: Settings,
         *,
         fetcher: Fetcher | None = None,
-        max_download_bytes: int = DEFAULT_MAX_DOWNLOAD_BYTES,
+        max_download_bytes: int | None = None,
         limits: ArchiveLimits | None = None,
         work_root: Path | None = None,
     ) -> None:
         self._root = settings.model_store.resolve() if settings.model_store else None
-        self._patterns = [re.compile(p, re.IGNORECASE) for p in settings.allowed_urls]
-        self._fetch: Fetcher = fetcher or HttpFetcher(self.is_allowed)
-        self._max_download = max_download_bytes
-        self._limits = limits
+        self._policy = UrlPolicy(settings.allowed_urls, strict=settings.strict_allowed_urls)
+        self._fetch: Fetcher = fetcher or HttpFetcher(
+            self._policy,
+            read_timeout_s=settings.download_read_timeout_s,
+            deadline_s=settings.download_timeout_s,
+        )
+        self._max_download = (
+            settings.max_download_size if max_download_bytes is None else max_download_bytes
+        )
+        self._limits = limits or archive_limits(settings)
         self._work_root = work_root
         self._own_work_root = work_root is None
 
@@ -174,26 +163,33 @@ class ModelStore:
         return self._root
 
     def is_allowed(self, url: str) -> bool:
-        """True when ``url`` fully matches one of ``allowed_urls`` (case-insensitive)."""
-        return any(pattern.fullmatch(url) for pattern in self._patterns)
+        """True when ``url``'s canonical form is allowed (``UrlPolicy.check`` passes)."""
+        try:
+            self._policy.check(url)
+        except TorchwickError:
+            return False
+        return True
 
     # ------------------------------------------------------------------------------- resolve
     async def resolve(self, url: str) -> ArchiveSource:
-        """Find (or fetch) the archive ``url`` names. Raises ``BadRequest`` (empty url),
-        ``ModelNotFound`` (404: missing, escaping the store, or not an allowed URL),
-        ``DownloadFailed`` (400) or ``InternalError`` (the file name is taken in the store)."""
+        """Find (or fetch) the archive ``url`` names. Raises ``BadRequest`` (empty or malformed
+        url), ``ModelNotFound`` (404: missing, dangling, ``..`` or absolute path, not an
+        allowed URL), ``DownloadFailed`` (400) or ``InternalError`` (the file name is taken in
+        the store)."""
         if not url or not url.strip():
             raise BadRequest("Parameter url is required.")
-        if "://" in url:
-            if not self.is_allowed(url):
-                raise not_allowed(url)
-            scheme = url.split("://", 1)[0].lower()
-            if scheme in ("http", "https"):
-                return await self._download(url)
-            if scheme == "file":
-                return await asyncio.to_thread(self._from_file_url, url)
-            raise BadRequest(f"Unsupported URL scheme {scheme!r} in url: {url}")
-        return self._in_store(url)
+        if _CONTROL.search(url):
+            # Refused before anything echoes it: a newline here would forge log lines.
+            raise BadRequest("url may not contain control characters")
+        scheme = url_scheme(url)
+        if scheme is None:
+            return await asyncio.to_thread(self._in_store, url)
+        normal = self._policy.check(url)
+        if scheme in ("http", "https"):
+            return await self._download(url, normal)
+        if scheme == "file":
+            return await asyncio.to_thread(self._from_file_url, url, normal)
+        raise BadRequest(f"Unsupported URL scheme {scheme!r} in url: {url}")
 
     def _store(self, url: str) -> Path:
         if self._root is None:
@@ -205,49 +201,74 @@ class ModelStore:
         return root is not None and (path == root or path.is_relative_to(root))
 
     def _in_store(self, url: str) -> ArchiveSource:
-        """A store entry; containment is checked on the name, then on the resolved path."""
+        """A store entry, judged on the name given; the store's own symlinks are followed."""
         root = self._store(url)
-        if ".." in PurePosixPath(url).parts or ".." in Path(url).parts:
-            raise _relative_path_error(url)
-        candidate = Path(os.path.normpath(root / url))
-        if not self._inside(candidate):
-            raise ModelNotFound(f"Model path is outside the model store: {url}")
-        # resolve() follows symlinks (reading link targets only, never file contents).
-        real = candidate.resolve()
-        if not self._inside(real) or real == root:
-            raise ModelNotFound(f"Model path is outside the model store: {url}")
-        if not real.exists():
+        name = PurePosixPath(url)
+        if name.is_absolute():
+            raise ModelNotFound(
+                f"Absolute path is not allowed in url: {url} (name an entry of the model store)"
+            )
+        if ".." in name.parts:
+            raise relative_path(url)
+        if not name.parts:
             raise ModelNotFound(f"Model not found at: {url}")
-        return ArchiveSource(real, url, str(candidate.relative_to(root)), downloaded=False)
+        candidate = root.joinpath(*name.parts)
+        return ArchiveSource(self._existing(candidate, url), url, name.as_posix(), downloaded=False)
 
-    def _from_file_url(self, url: str) -> ArchiveSource:
-        parts = urlsplit(url)
-        if parts.netloc not in ("", "localhost"):
+    @staticmethod
+    def _existing(path: Path, url: str) -> Path:
+        """``path`` resolved (symlinks followed); 404 naming ``url`` when missing or dangling."""
+        if not path.exists():
+            if path.is_symlink():
+                raise ModelNotFound(
+                    f"Model file {url} is a symbolic link whose target does not exist"
+                )
             raise ModelNotFound(f"Model not found at: {url}")
-        path = Path(unquote(parts.path))
-        if not path.is_absolute():
-            raise ModelNotFound(f"Model not found at: {url}")
-        if ".." in path.parts:
-            raise _relative_path_error(url)
-        real = path.resolve()
-        if not real.exists():
-            raise ModelNotFound(f"Model not found at: {url}")
-        if self._inside(real):
+        return path.resolve()
+
+    def _from_file_url(self, url: str, normal: NormalUrl) -> ArchiveSource:
+        if normal.host:
+            raise ModelNotFound(
+                f"Model not found at: {url} (a file:// URL names a file on this machine)"
+            )
+        real = self._existing(Path(normal.path), url)
+        # The check on the URL as given is not enough: a symlink it names may lead anywhere.
+        if not self._policy.matches(f"file://{real}"):
+            raise ModelNotFound(
+                f"Given URL {url} resolves to a file that does not match any allowed URL(s)"
+            )
+        if self._inside(real) and real != self._root:
             root = self._store(url)
-            return ArchiveSource(real, url, str(real.relative_to(root)), downloaded=False)
+            return ArchiveSource(real, url, real.relative_to(root).as_posix(), downloaded=False)
         if real.is_dir():
             return ArchiveSource(real, url, None, downloaded=False)
         target = self._download_target(url, real.name)
-        size = real.stat().st_size
-        if size > self._max_download:
-            raise DownloadFailed(f"Failed to download archive from: {url}")
-
-        def copy(destination: IO[bytes]) -> None:
-            with real.open("rb") as source:
-                shutil.copyfileobj(source, destination, _CHUNK)
-
-        self._publish(url, target, copy)
+        if real.stat().st_size > self._max_download:
+            raise DownloadFailed(
+                f"Failed to download archive from: {url} (the archive is larger than "
+                f"max_download_size={self._max_download} bytes)"
+            )
+        self._publish(url, target, lambda out: self._copy_file(real, out))
         return ArchiveSource(target, url, target.name, downloaded=True)
+
+    def _copy_file(self, real: Path, destination: IO[bytes]) -> None:
+        """Copy the checked file; refuse it if it was swapped for a link since, or grew."""
+        expected = real.stat()
+        descriptor = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
+        with os.fdopen(descriptor, "rb") as source:
+            opened = os.fstat(source.fileno())
+            if (opened.st_dev, opened.st_ino) != (expected.st_dev, expected.st_ino) or (
+                not stat.S_ISREG(opened.st_mode)
+            ):
+                raise FetchError("the file changed while it was being checked")
+            copied = 0
+            while chunk := source.read(_CHUNK):
+                copied += len(chunk)
+                if copied > self._max_download:
+                    raise FetchError(
+                        f"the archive is larger than max_download_size={self._max_download} bytes"
+                    )
+                destination.write(chunk)
 
     def _download_target(self, url: str, name: str) -> Path:
         root = self._store(url)
@@ -261,12 +282,11 @@ class ModelStore:
             raise InternalError(f"Model file already exists {name}")
         return target
 
-    async def _download(self, url: str) -> ArchiveSource:
-        name = PurePosixPath(unquote(urlsplit(url).path)).name
-        target = self._download_target(url, name)
+    async def _download(self, url: str, normal: NormalUrl) -> ArchiveSource:
+        target = self._download_target(url, PurePosixPath(normal.path).name)
 
         def fetch(destination: IO[bytes]) -> None:
-            self._fetch(url, destination, self._max_download)
+            self._fetch(normal.request_url, destination, self._max_download)
 
         await asyncio.to_thread(self._publish, url, target, fetch)
         return ArchiveSource(target, url, target.name, downloaded=True)
@@ -283,8 +303,9 @@ class ModelStore:
         except FileExistsError as exc:
             raise InternalError(f"Model file already exists {target.name}") from exc
         except (OSError, ValueError, http.client.HTTPException) as exc:
-            logger.warning("download of %s failed: %s", url, exc)
-            raise DownloadFailed(f"Failed to download archive from: {url}") from exc
+            reason = _download_reason(exc)
+            logger.warning("download of %r failed: %s (%s)", url, reason, exc)
+            raise DownloadFailed(f"Failed to download archive from: {url} ({reason})") from exc
         finally:
             temp.unlink(missing_ok=True)
 
@@ -306,10 +327,11 @@ class ModelStore:
             extracted = extract_archive(source.path, workdir / "model", self._limits)
         except ArchiveError as exc:
             shutil.rmtree(workdir, ignore_errors=True)
-            raise InvalidArchive(exc.message) from exc
+            raise InvalidArchive(_client_message(exc.message, source, workdir)) from exc
         except OSError as exc:
             shutil.rmtree(workdir, ignore_errors=True)
-            raise InvalidArchive(f"cannot read {source.url}: {exc.strerror or exc}") from exc
+            reason = exc.strerror or type(exc).__name__
+            raise InvalidArchive(f"cannot read {source.url}: {reason}") from exc
         if extracted.root == source.path:  # a no-archive folder is used in place
             shutil.rmtree(workdir, ignore_errors=True)
             return PreparedModel(source, extracted, None)

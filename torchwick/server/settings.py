@@ -103,3 +103,18 @@ class Settings:
     metric_time_interval: int = 60
     #: Regex of environment variable names hidden from worker processes ("" hides none).
     blacklist_env_vars: str = ""
+    # --- added by the model store hardening (issues 9 and 10) ---
+    #: Refuse every URL registration (http, https, file), whatever ``allowed_urls`` says:
+    #: only model store names are accepted.
+    strict_allowed_urls: bool = False
+    #: Largest archive a URL registration may download or copy into the store, in bytes.
+    max_download_size: int = 20 * 1024**3
+    #: Seconds one URL download may take in all (headers and body).
+    download_timeout_s: float = 1800.0
+    #: Seconds a download may wait for the connection or for any one read.
+    download_read_timeout_s: float = 60.0
+    #: Archive limits, checked on the listing and again while extracting.
+    max_archive_entries: int = 20_000
+    max_archive_uncompressed_size: int = 64 * 1024**3
+    #: Bytes extracted at most this many times the archive's size (beyond the first 64 MiB).
+    max_archive_compression_ratio: float = 100.0

@@ -77,6 +77,16 @@ def _positive_float(key: str, raw: str, cwd: Path) -> float:
     return value
 
 
+def _min_float(minimum: float) -> Converter:
+    def convert(key: str, raw: str, cwd: Path) -> float:
+        value = _positive_float(key, raw, cwd)
+        if value < minimum:
+            raise ConfigError(f"{key}: must be at least {minimum:g}, got {raw.strip()!r}")
+        return value
+
+    return convert
+
+
 def _text(key: str, raw: str, cwd: Path) -> str:
     return raw.strip()
 
@@ -194,6 +204,11 @@ KEYS: dict[str, KeySpec] = {
     "load_models": KeySpec("load_models", _load_models),
     "allowed_urls": KeySpec("allowed_urls", _allowed_urls),
     "blacklist_env_vars": KeySpec("blacklist_env_vars", _regex),
+    # torchwick's model store and archive limits (docs/security.md)
+    **_same(to_bool, "strict_allowed_urls"),
+    **_same(_int(1), "max_download_size", "max_archive_entries", "max_archive_uncompressed_size"),
+    **_same(_positive_float, "download_timeout_s", "download_read_timeout_s"),
+    **_same(_min_float(1.0), "max_archive_compression_ratio"),
 }
 
 #: Keys that steer loading itself; read from the file only.

@@ -193,7 +193,7 @@ def startup_warnings(settings: Settings) -> tuple[str, ...]:
         warnings.append(
             f"{where}: ignoring keys torchwick does not know: {', '.join(settings.unknown_keys)}"
         )
-    if settings.allowed_urls == DEFAULT_ALLOWED_URLS:
+    if settings.allowed_urls == DEFAULT_ALLOWED_URLS and not settings.strict_allowed_urls:
         warnings.append(
             "allowed_urls is the permissive default (any file:// or http(s):// URL may be "
             "registered); set allowed_urls to the sources you trust"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.server
+import re
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +20,7 @@ from torchwick.server.errors import (
 )
 from torchwick.server.model_store import HttpFetcher, ModelStore
 from torchwick.server.settings import Settings
+from torchwick.server.store import UrlPolicy
 
 from .archives import build_archive
 
@@ -79,24 +81,31 @@ async def test_relative_parts_are_refused(store_dir: Path, url: str) -> None:
         await make_store(store_dir).resolve(url)
 
 
-async def test_absolute_paths_outside_are_refused(store_dir: Path) -> None:
+async def test_absolute_paths_are_refused_even_inside_the_store(store_dir: Path) -> None:
     outside = store_dir.parent / "outside.mar"
     outside.write_bytes(b"x")
-    with pytest.raises(ModelNotFound, match="outside the model store"):
-        await make_store(store_dir).resolve(str(outside))
     inside = build_archive(store_dir)
-    assert (await make_store(store_dir).resolve(str(inside))).mar_name == "echo.mar"
+    for path in (outside, inside):
+        with pytest.raises(ModelNotFound, match="Absolute path is not allowed in url"):
+            await make_store(store_dir).resolve(str(path))
 
 
-async def test_symlinks_leading_out_are_refused(store_dir: Path) -> None:
-    outside = store_dir.parent / "secret"
+async def test_store_symlinks_are_followed_wherever_they_point(store_dir: Path) -> None:
+    outside = store_dir.parent / "shared"
     outside.mkdir()
-    (store_dir / "link.mar").symlink_to(outside / "x.mar")
+    archive = build_archive(outside)
+    (store_dir / "link.mar").symlink_to(archive)
     (store_dir / "linkdir").symlink_to(outside)
     store = make_store(store_dir)
-    for url in ("link.mar", "linkdir", "linkdir/x.mar"):
-        with pytest.raises(ModelNotFound, match="outside the model store"):
-            await store.resolve(url)
+    for url in ("link.mar", "linkdir/echo.mar"):
+        source = await store.resolve(url)
+        assert (source.path, source.mar_name) == (archive.resolve(), url)
+
+
+async def test_a_dangling_store_symlink_is_a_404_naming_it(store_dir: Path) -> None:
+    (store_dir / "gone.mar").symlink_to(store_dir.parent / "nowhere.mar")
+    with pytest.raises(ModelNotFound, match=r"^Model file gone\.mar is a symbolic link whose"):
+        await make_store(store_dir).resolve("gone.mar")
 
 
 async def test_url_not_allowed_is_refused_before_any_fetch(store_dir: Path) -> None:
@@ -119,7 +128,7 @@ async def test_allowed_url_matching_is_case_insensitive(store_dir: Path) -> None
     fetcher = RecordingFetcher(b"data")
     store = make_store(store_dir, fetcher, allowed_urls=(r"https://good\.example/.*",))
     source = await store.resolve("HTTPS://GOOD.EXAMPLE/m.mar")
-    assert fetcher.calls == ["HTTPS://GOOD.EXAMPLE/m.mar"]
+    assert fetcher.calls == ["https://good.example/m.mar"]  # the canonical form is fetched
     assert source.path == store_dir.resolve() / "m.mar" and source.downloaded
 
 
@@ -153,7 +162,8 @@ async def test_url_must_name_an_archive_file(store_dir: Path) -> None:
 
 async def test_failed_download_leaves_nothing(store_dir: Path) -> None:
     fetcher = RecordingFetcher(error=OSError("connection reset"))
-    with pytest.raises(DownloadFailed, match=r"^Failed to download archive from: http://h/m\.mar$"):
+    message = r"^Failed to download archive from: http://h/m\.mar \(the connection failed\)$"
+    with pytest.raises(DownloadFailed, match=message):
         await make_store(store_dir, fetcher).resolve("http://h/m.mar")
     assert list(store_dir.iterdir()) == []
 
@@ -236,7 +246,7 @@ def http_base() -> Iterator[str]:
 
 
 def test_http_fetcher_caps_size_and_checks_redirects(http_base: str, tmp_path: Path) -> None:
-    fetch = HttpFetcher(lambda url: url.startswith(http_base), timeout_s=5)
+    fetch = HttpFetcher(UrlPolicy((f"{re.escape(http_base)}/.*",)), read_timeout_s=5)
     with (tmp_path / "ok").open("wb") as out:
         fetch(f"{http_base}/big.mar", out, 10_000)
     assert (tmp_path / "ok").stat().st_size == 5000
