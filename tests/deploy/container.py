@@ -138,7 +138,7 @@ def run_container(
     ``volumes`` are ``(host_path, container_path, options)`` triples (``ro`` or ``rw``).
     """
     ports = [free_port() for _ in range(3)]
-    container = Container(f"torchwick-test-{uuid.uuid4().hex[:10]}", *ports)
+    container = Container(f"torchwick-test-{uuid.uuid4().hex[:10]}", ports[0], ports[1], ports[2])
     env = {
         "TORCHWICK_INFERENCE_ADDRESS": f"http://127.0.0.1:{ports[0]}",
         "TORCHWICK_MANAGEMENT_ADDRESS": f"http://127.0.0.1:{ports[1]}",
