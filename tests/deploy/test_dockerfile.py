@@ -201,3 +201,18 @@ def test_healthcheck_script_answers_for_a_real_server(tmp_path: Path) -> None:
     )
     assert closed.returncode == 1
     assert "healthcheck:" in closed.stderr
+
+
+def test_compose_publishes_on_loopback_and_prometheus_scrapes_torchwick() -> None:
+    import yaml
+
+    compose = yaml.safe_load((DOCKER / "compose.yaml").read_text())
+    for name, service in compose["services"].items():
+        for port in service.get("ports", []):
+            assert port.startswith("127.0.0.1:"), f"{name} publishes {port} beyond loopback"
+    torchwick = compose["services"]["torchwick"]
+    assert torchwick["environment"]["TORCHWICK_TOKEN_FILE"] == "/run/secrets/tokens.json"
+    prometheus = yaml.safe_load((DOCKER / "prometheus.yml").read_text())
+    (job,) = prometheus["scrape_configs"]
+    assert job["static_configs"][0]["targets"] == ["torchwick:8082"]
+    assert job["metrics_path"] == "/metrics"
