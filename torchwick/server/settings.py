@@ -57,6 +57,9 @@ class Settings:
     token_expiration_min: float = 60.0
     #: Where key_file.json is written (the server's working directory by default).
     key_file: Path = Path("key_file.json")
+    #: torchwick only: a JSON file (a mounted secret) with preset, non-expiring keys
+    #: ``{"inference": ..., "management": ..., "api": ...}``; unset, keys are random.
+    token_file: Path | None = None
     allowed_urls: tuple[str, ...] = DEFAULT_ALLOWED_URLS
     install_py_dep_per_model: bool = False
     default_service_handler: str | None = None

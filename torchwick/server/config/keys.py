@@ -182,7 +182,14 @@ KEYS: dict[str, KeySpec] = {
         "limit_max_image_pixels",
         "disable_system_metrics",
     ),
-    **_same(to_path, "model_store", "private_key_file", "certificate_file", "metrics_config"),
+    **_same(
+        to_path,
+        "model_store",
+        "private_key_file",
+        "certificate_file",
+        "metrics_config",
+        "token_file",
+    ),
     **_same(
         _int(0),
         "default_workers_per_model",

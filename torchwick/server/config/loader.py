@@ -162,7 +162,13 @@ def _check_paths(settings: Settings) -> None:
     """Every path the settings name must exist (the model store as a directory)."""
     if settings.model_store is not None and not settings.model_store.is_dir():
         raise ConfigError(f"model_store: {settings.model_store} is not an existing directory")
-    for key in ("log_config", "metrics_config", "private_key_file", "certificate_file"):
+    for key in (
+        "log_config",
+        "metrics_config",
+        "private_key_file",
+        "certificate_file",
+        "token_file",
+    ):
         path = getattr(settings, key)
         if path is not None and not Path(path).is_file():
             raise ConfigError(f"{key}: file {path} does not exist")

@@ -18,11 +18,18 @@ status HTTP clients and proxies understand as "credentials needed".
 
 Keys are 192-bit ``secrets.token_urlsafe`` strings (TorchServe's are 48-bit) and are compared
 with ``hmac.compare_digest``. Time comes from an injected clock (epoch seconds).
+
+With ``token_file`` set (torchwick only; for a mounted container or Kubernetes secret) the keys
+are read from that JSON file instead, ``{"inference": "...", "management": "...", "api": "..."}``
+(``api`` optional: a random one is made when it is absent). Preset keys never expire (the key
+file says ``"expiration time": "never"``); rotating one through the token API replaces it with
+a random, expiring key in this server only.
 """
 
 from __future__ import annotations
 
 import hmac
+import logging
 import re
 import secrets
 import threading
@@ -33,8 +40,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from ..config.errors import ConfigError
 from ..errors import BadRequest, InvalidToken
 from ..settings import Settings
 from .files import write_private_file
@@ -46,6 +54,10 @@ TOKEN_KINDS: tuple[TokenKind, ...] = ("inference", "management")
 KEY_BYTES = 24
 FAILURE_MESSAGE = "Token authorization failed: the bearer token is missing, wrong or expired."
 _BEARER = re.compile(r"Bearer\s+(\S+)", re.IGNORECASE)
+#: A preset key: 16 to 512 characters of RFC 6750's token68 alphabet (a valid bearer token).
+_PRESET_KEY = re.compile(r"[A-Za-z0-9._~+/-]{16,512}=*")
+NEVER = "never"
+log = logging.getLogger("torchwick.security")
 
 
 class _ExpiringKey(BaseModel):
@@ -59,6 +71,16 @@ class _ApiKey(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     key: str
+
+
+class _PresetKeys(BaseModel):
+    """The document of ``token_file``: preset keys, checked for shape only."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    inference: str
+    management: str
+    api: str | None = None
 
 
 class KeyFile(BaseModel):
@@ -129,7 +151,16 @@ class TokenAuthority:
         if settings.disable_token_authorization:
             return None
         authority = cls(settings.key_file, settings.token_expiration_min, clock)
+        source = "generated"
+        if settings.token_file is not None:
+            authority._keys = read_token_file(settings.token_file)
+            source = f"inference and management keys from token_file {settings.token_file}"
         authority._write(authority._keys)
+        log.info(
+            "token authorization is on (%s); keys written to %s (mode 0600)",
+            source,
+            settings.key_file,
+        )
         return authority
 
     @property
@@ -204,10 +235,42 @@ class TokenAuthority:
         write_private_file(self._key_file, text.encode("utf-8"))
 
 
+def read_token_file(path: Path) -> _Keys:
+    """Read preset keys from ``path`` (see the module docs); they never expire.
+
+    Raises ``ConfigError`` naming the file and the field (never the key itself) when the file
+    cannot be read, is not the expected JSON object, or holds a key that is not 16 to 512
+    characters of ``A-Z a-z 0-9 - . _ ~ + /`` (optionally ``=``-padded).
+    """
+    try:
+        raw = path.read_bytes()
+    except OSError as error:
+        raise ConfigError(f"token_file: {path} cannot be read ({error.strerror})") from None
+    try:
+        preset = _PresetKeys.model_validate_json(raw)
+    except ValidationError as error:
+        fields = ", ".join(
+            f"{'.'.join(str(part) for part in item['loc']) or '(document)'}: {item['msg']}"
+            for item in error.errors(include_input=False)
+        )
+        raise ConfigError(f"token_file: {path} is not valid ({fields})") from None
+    for name in ("inference", "management", "api"):
+        value = getattr(preset, name)
+        if value is not None and not _PRESET_KEY.fullmatch(value):
+            raise ConfigError(
+                f"token_file: {path}: {name}: a key must be 16 to 512 characters of "
+                "A-Z a-z 0-9 - . _ ~ + / (optionally = padded)"
+            )
+    api = preset.api if preset.api is not None else _new_key()
+    return _Keys(_Token(preset.inference, None), _Token(preset.management, None), _Token(api, None))
+
+
 def _new_key() -> str:
     return secrets.token_urlsafe(KEY_BYTES)
 
 
 def _timestamp(epoch_s: float | None) -> str:
-    moment = datetime.fromtimestamp(epoch_s or 0.0, tz=UTC)
+    if epoch_s is None:
+        return NEVER
+    moment = datetime.fromtimestamp(epoch_s, tz=UTC)
     return moment.isoformat(timespec="microseconds").replace("+00:00", "Z")
