@@ -170,7 +170,8 @@ ERROR_TABLE: dict[type[TorchwickError], ErrorStatus] = {
 #: status): the first class in ``ERROR_TABLE`` with that status.
 _BY_HTTP: dict[int, type[TorchwickError]] = {}
 for _cls, _status in ERROR_TABLE.items():
-    _BY_HTTP.setdefault(_status.http_status, _cls)
+    if _cls is not TorchwickError:  # the base is the fallback, never the meaning of a status
+        _BY_HTTP.setdefault(_status.http_status, _cls)
 
 
 def error_class_for_http(status: int) -> type[TorchwickError]:
