@@ -1,9 +1,9 @@
 """Start a real torchwick server process for a test, and build real archives for it.
 
-``start_server`` writes a ``config.properties`` (listeners on port 0, so the OS picks free
-ports with no race; the server prints the ports it bound), a model store and a working
-directory under ``root``, runs ``python -m torchwick.server --foreground`` there, and waits
-until ``/ping`` answers 200. The defaults are the product's secure defaults: token
+``start_server`` writes a ``config.properties`` (listeners, gRPC ones included, on port 0,
+so the OS picks free ports with no race; the server prints the ports it bound), a model store
+and a working directory under ``root``, runs ``python -m torchwick.server --foreground``
+there, and waits until ``/ping`` answers 200. The defaults are the product's secure defaults: token
 authorization on and the model API off; tests opt out per server.
 
 ``ServerProcess`` exposes the base URLs, the keys from ``key_file.json`` and ``httpx`` clients
@@ -43,7 +43,9 @@ ApiKind = Literal["inference", "management", "metrics"]
 #: How long a server may take to answer /ping after start (startup models included).
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 20.0
-_BOUND = re.compile(r"(Inference|Management|Metrics) API bound to (\S+)")
+_BOUND = re.compile(r"(?<!gRPC )(Inference|Management|Metrics) API bound to (\S+)")
+#: ``gRPC Inference API bound to grpc://127.0.0.1:7070`` (``grpcs://`` with TLS).
+_GRPC_BOUND = re.compile(r"gRPC (Inference|Management) API bound to (\S+)")
 
 
 def free_port() -> int:
@@ -79,6 +81,8 @@ class ServerProcess:
         self.process = process
         self.options = options
         self.urls: dict[str, str] = {}
+        #: ``inference``/``management`` -> the gRPC address printed (``grpc://host:port``).
+        self.grpc_urls: dict[str, str] = {}
         self.tmpdir: Path | None = None
         self._clients: list[httpx.Client] = []
 
@@ -98,6 +102,10 @@ class ServerProcess:
     def metrics_url(self) -> str:
         """Base URL of the metrics API."""
         return self.urls["metrics"]
+
+    def grpc_target(self, api: Literal["inference", "management"] = "inference") -> str:
+        """``host:port`` of ``api``'s gRPC server, for ``grpc.insecure_channel`` and friends."""
+        return self.grpc_urls[api].split("://", 1)[1]
 
     @property
     def key_file(self) -> Path:
@@ -176,6 +184,8 @@ class ServerProcess:
             text = self.output.read_text(errors="replace") if self.output.exists() else ""
             for api, url in _BOUND.findall(text):
                 self.urls[api.lower()] = url
+            for api, url in _GRPC_BOUND.findall(text):
+                self.grpc_urls[api.lower()] = url
             if wanted <= self.urls.keys() and _ping(self.inference_url) == 200:
                 return
             time.sleep(0.05)
@@ -195,6 +205,9 @@ def write_config(root: Path, options: ServerOptions) -> Path:
         "inference_address": "http://127.0.0.1:0",
         "management_address": "http://127.0.0.1:0",
         "metrics_address": "http://127.0.0.1:0",
+        # gRPC on free ports too: servers of parallel tests never collide on 7070/7071.
+        "grpc_inference_port": "0",
+        "grpc_management_port": "0",
         "model_store": str(root / "model_store"),
         "enable_model_api": str(options.enable_model_api).lower(),
         "disable_token_authorization": str(options.disable_token_auth).lower(),

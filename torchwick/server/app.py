@@ -5,14 +5,15 @@
 0 after a clean shutdown, 1 when the server could not start.
 
 Everything runs on one uvloop event loop: one uvicorn ``Server`` per listener (a FastAPI app
-under the serving middleware; httptools, no lifespan, no uvicorn access log), the data plane's
-batchers and the worker supervisor.
+under the serving middleware; httptools, no lifespan, no uvicorn access log), the two
+``grpc.aio`` servers (TorchServe's gRPC inference and management APIs, ``grpc/server.py``),
+the data plane's batchers and the worker supervisor.
 Listeners whose addresses are equal share one socket and one router (TorchServe serves
 inference and management on one port when their addresses match).
 
-Shutdown (SIGTERM or SIGINT): stop accepting connections, let in-flight requests finish (at
-most ``GRACEFUL_SHUTDOWN_S``; a second signal cuts the wait), stop the workers, delete the key
-file and flush the access log.
+Shutdown (SIGTERM or SIGINT): stop accepting connections and calls, let in-flight requests
+finish (at most ``GRACEFUL_SHUTDOWN_S``; a second signal cuts the wait), stop the workers,
+delete the key file and flush the access log.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from .api.serving import ListenerError, RunningListener, open_listener, start_uv
 from .config.addresses import ListenAddress, parse_address
 from .config.errors import ConfigError
 from .dataplane import DataPlane
+from .grpc.server import GrpcServers, GrpcServiceHook, start_grpc_servers
 from .observability import (
     ACCESS_LOG_FILE,
     MODEL_METRICS_FILE,
@@ -100,6 +102,7 @@ class _Server:
         self.stop = asyncio.Event()
         self.signals = 0
         self.servers: list[RunningListener] = []
+        self.grpc: GrpcServers | None = None
 
     async def run(self) -> int:
         settings = self.settings
@@ -125,6 +128,7 @@ class _Server:
             if model_metrics.log is not None:
                 model_metrics.log.start(loop)
             await self._listen(parts, metrics)
+            await self._listen_grpc(parts, metrics)
         except (ListenerError, OSError) as exc:
             log.error("torchwick cannot start: %s", exc)
             await self._shutdown(parts)
@@ -169,6 +173,25 @@ class _Server:
                 log.info(message)
                 print(message, flush=True)
 
+    async def _listen_grpc(self, parts: _Parts, metrics: FrontendMetrics) -> None:
+        """Start the gRPC inference and management servers (raises ``OSError`` when one
+        cannot bind)."""
+        # Services served on the gRPC inference port next to TorchServe's (the KServe v2
+        # GRPCInferenceService is added here).
+        extra_inference_services: list[GrpcServiceHook] = []
+        self.grpc = await start_grpc_servers(
+            self.settings,
+            parts.plane,
+            parts.tokens,
+            metrics=metrics,
+            extra_inference_services=extra_inference_services,
+        )
+        for running in self.grpc.servers:
+            # Printed (not only logged), like the REST lines: the test harness reads them.
+            message = f"gRPC {running.api.capitalize()} API bound to {running.bound}"
+            log.info(message)
+            print(message, flush=True)
+
     async def _load_startup_models(self, plane: DataPlane) -> None:
         try:
             await plane.load_startup_models()
@@ -186,6 +209,8 @@ class _Server:
                 # A second signal: stop waiting for in-flight requests.
                 for server in self.servers:
                     server.force()
+                if self.grpc is not None:
+                    self.grpc.force()
 
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, on_signal, sig)
@@ -193,9 +218,10 @@ class _Server:
     async def _shutdown(self, parts: _Parts) -> None:
         """Stop listeners (draining in-flight requests), then the workers; delete the key
         file and unix sockets; flush the access log. Never raises."""
-        results = await asyncio.gather(
-            *(server.stop() for server in self.servers), return_exceptions=True
-        )
+        stopping = [server.stop() for server in self.servers]
+        if self.grpc is not None:
+            stopping.append(self.grpc.stop(GRACEFUL_SHUTDOWN_S))
+        results = await asyncio.gather(*stopping, return_exceptions=True)
         for result in results:
             if isinstance(result, BaseException):
                 log.error("error while stopping a listener: %s", result)
