@@ -139,6 +139,9 @@ class BaseHandler:
         if value is None:
             value = row.get("body")
         if value is None:
+            # An Open Inference Protocol request: its (first) input tensor.
+            value = next((v for v in row.values() if isinstance(v, np.ndarray)), None)
+        if value is None:
             raise InvalidInput("the request has no input: send a body or a 'data' field")
         if isinstance(value, (bytes, bytearray, str)) and len(value) == 0:
             raise InvalidInput("the request body is empty")
@@ -188,6 +191,8 @@ class BaseHandler:
     def tensor_from_request(self, row: Any) -> torch.Tensor:
         """One sample from a JSON (nested) list of numbers."""
         value = self.request_payload(row)
+        if isinstance(value, np.ndarray):
+            return self._tensor_from_array(value)
         if isinstance(value, (bytes, bytearray)):
             try:
                 value = json.loads(bytes(value).decode("utf-8"))
@@ -206,6 +211,21 @@ class BaseHandler:
             raise InvalidInput(
                 f"expected a (nested) list of numbers with a regular shape: {exc}"
             ) from None
+        return self.check_sample_shape(tensor)
+
+    def _tensor_from_array(self, array: np.ndarray[Any, Any]) -> torch.Tensor:
+        """One sample from an OIP input tensor: its array (copied: the frame is read-only),
+        cast to ``input_dtype`` (float32 for floating inputs when none is set). A leading
+        dimension of 1 that the model's known sample shape lacks is a batch of one, dropped."""
+        if array.dtype.kind not in "biuf":
+            raise InvalidInput(f"expected a numeric tensor, got {array.dtype} data")
+        dtype = self.input_dtype or (torch.float32 if array.dtype.kind == "f" else None)
+        tensor = torch.from_numpy(np.array(array))
+        if dtype is not None:
+            tensor = tensor.to(dtype)
+        expected = self.sample_shape
+        if expected is not None and tensor.dim() == len(expected) + 1 and tensor.shape[0] == 1:
+            tensor = tensor[0]
         return self.check_sample_shape(tensor)
 
     # The pipeline ------------------------------------------------------------------------

@@ -21,6 +21,9 @@ from typing import Any
 from .messages import PredictRequest
 from .pretty_json import dumps_indent2
 
+#: Content type of an Open Inference Protocol tensor input (``torchwick.server.oip.frames``).
+OIP_TENSOR = "application/x-oip-tensor"
+
 logger = logging.getLogger("torchwick.model")
 
 
@@ -29,7 +32,16 @@ class UnsupportedOutputError(TypeError):
 
 
 def decode_value(value: bytes, content_type: str | None, decode: bool) -> Any:
-    """One parameter's value as the handler sees it."""
+    """One parameter's value as the handler sees it.
+
+    An Open Inference Protocol tensor (``application/x-oip-tensor; datatype=..; shape=..``,
+    see ``torchwick.server.oip.frames``) is always a numpy array, read-only, whatever
+    ``decode`` says; one whose bytes do not fit its shape raises ``InvalidTensor``.
+    """
+    if content_type is not None and content_type.startswith(OIP_TENSOR):
+        from torchwick.server.oip.frames import decode_tensor
+
+        return decode_tensor("input", value, content_type)
     raw = bytearray(value)
     if not decode or content_type is None:
         return raw
@@ -59,7 +71,14 @@ def decode_request(request: PredictRequest, decode: bool) -> tuple[dict[str, Any
     headers: dict[str, Any] = {name.lower(): value for name, value in request.headers}
     row: dict[str, Any] = {}
     for parameter in request.parameters:
-        row[parameter.name] = decode_value(parameter.value, parameter.content_type, decode)
+        if parameter.content_type is not None and parameter.content_type.startswith(OIP_TENSOR):
+            from torchwick.server.oip.frames import decode_tensor
+
+            row[parameter.name] = decode_tensor(
+                parameter.name, parameter.value, parameter.content_type
+            )
+        else:
+            row[parameter.name] = decode_value(parameter.value, parameter.content_type, decode)
         headers[parameter.name] = {"content-type": parameter.content_type}
     return row, headers
 

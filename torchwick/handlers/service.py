@@ -55,6 +55,7 @@ from .errors import (
 from .loader import EntryPoint, resolve_entry_point
 from .messages import LoadSpec, MetricRecord, PredictRequest, PredictResponse
 from .metrics_config import MetricsConfigError, load_metrics_config, preregister
+from .oip_answers import OIP_MARKER, DecodeError, declared_outputs, kservev2_document, tensor_answer
 from .streaming import STREAM_HEADER, build_response
 
 __all__ = ["HandlerLoadError", "ModelService"]
@@ -87,6 +88,7 @@ class ModelService:
         self.context = context
         self.entry = entry
         self.envelope = envelope
+        self._declared = declared_outputs(spec.model_yaml_config)
 
     @classmethod
     def load(
@@ -142,10 +144,34 @@ class ModelService:
         return cls(spec, context, entry, envelope)
 
     def predict(self, batch: Sequence[PredictRequest]) -> list[PredictResponse]:
-        """Run one batch; one final response per request, in order."""
+        """Run one batch; one final response per request, in order.
+
+        A request whose input cannot be decoded (an OIP tensor whose bytes do not fit its
+        shape) is answered 400 on its own; the rest of the batch runs."""
         if not batch:
             return []
-        decoded = [decode_request(r, self.spec.decode_input_request) for r in batch]
+        failed: dict[str, PredictResponse] = {}
+        kept: list[PredictRequest] = []
+        decoded = []
+        for request in batch:
+            try:
+                decoded.append(decode_request(request, self.spec.decode_input_request))
+            except DecodeError as exc:
+                failed[request.request_id] = error_response(
+                    request.request_id, 400, exc.message, "BadRequestException"
+                )
+                continue
+            kept.append(request)
+        if failed:
+            answered = self.predict_decoded(kept, decoded) if kept else []
+            by_id = {r.request_id: r for r in answered} | failed
+            return [by_id[r.request_id] for r in batch]
+        return self.predict_decoded(kept, decoded)
+
+    def predict_decoded(
+        self, batch: Sequence[PredictRequest], decoded: list[tuple[dict[str, Any], dict[str, Any]]]
+    ) -> list[PredictResponse]:
+        """``predict`` for requests already decoded into handler rows."""
         describe = any(str(h.get("describe")).lower() == "true" for _, h in decoded)
         if self.envelope is None or describe:
             ids = [r.request_id for r in batch]
@@ -162,8 +188,11 @@ class ModelService:
         accepted: list[tuple[str, Parsed, dict[str, Any]]] = []
         for request, (row, header) in zip(batch, decoded, strict=True):
             explain = str(header.get("explain")).lower() == "true"
+            given = row
+            if envelope.name == "kservev2" and OIP_MARKER in header:
+                given = kservev2_document(row, request.request_id)
             try:
-                parsed = envelope.parse_request(row, explain)
+                parsed = envelope.parse_request(given, explain)
             except PredictionException as exc:
                 logger.info("request %s rejected by the envelope: %s", request.request_id, exc)
                 answers[request.request_id] = error_response(
@@ -264,14 +293,22 @@ class ModelService:
     def _one(self, idx: int, request_id: str, item: Any) -> PredictResponse:
         if isinstance(item, PredictionException):
             return error_response(request_id, item.error_code, item.message, item.type_name)
+        extra: dict[str, str] = {}
+        if idx in self.context.streamed:
+            extra[STREAM_HEADER] = "false"
+        if self.context.get_request_header(idx, OIP_MARKER) is not None:
+            answer = tensor_answer(
+                self.context, idx, request_id, item, declared=self._declared, extra_headers=extra
+            )
+            if answer is not None:
+                return answer
+            message = "The model's answer cannot be sent as Open Inference Protocol tensors"
+            return error_response(request_id, 500, message, "InternalServerException")
         try:
             body = encode_output(item)
         except UnsupportedOutputError as exc:
             logger.error("request %s: %s", request_id, exc)
             return error_response(request_id, 500, str(exc), "InternalServerException")
-        extra: dict[str, str] = {}
-        if idx in self.context.streamed:
-            extra[STREAM_HEADER] = "false"
         return build_response(self.context, idx, request_id, body, final=True, extra_headers=extra)
 
 

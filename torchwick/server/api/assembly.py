@@ -18,6 +18,7 @@ from fastapi.responses import Response
 from starlette.types import ASGIApp
 
 from torchwick.server.observability.metrics import FrontendMetrics
+from torchwick.server.oip.serving import OipPlane
 from torchwick.server.settings import Settings
 
 from .api_docs import ApiDocuments
@@ -32,6 +33,7 @@ from .rest_management import (
     token_router,
 )
 from .rest_metrics import metrics_router
+from .rest_oip import OipRestApi
 
 ApiName = Literal["inference", "management", "metrics"]
 
@@ -42,7 +44,7 @@ TITLES: dict[str, str] = {
 }
 
 
-class RestPlane(InferencePlane, ManagementPlane, Protocol):
+class RestPlane(InferencePlane, ManagementPlane, OipPlane, Protocol):
     """What the REST APIs need from the data plane (``DataPlane`` satisfies it)."""
 
 
@@ -84,9 +86,12 @@ class RestApis:
                 max_request_size=settings.max_request_size,
                 docs=docs,
             )
+            oip = OipRestApi(self.plane, self.tokens, max_request_size=settings.max_request_size)
             # First: the prediction routes are the hot path, and Starlette tries routes in order.
-            app.router.routes[0:0] = inference.routes()
+            app.router.routes[0:0] = [*inference.routes(), *oip.raw_routes()]
+            app.include_router(oip.router())
             docs.extra_paths.append(inference.paths)
+            docs.extra_paths.append(oip.paths)
         if "management" in apis:
             app.include_router(
                 management_router(

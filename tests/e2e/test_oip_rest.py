@@ -1,0 +1,195 @@
+"""The Open Inference Protocol over REST against a real server, driven by ``tritonclient.http``
+(a real third-party client) and by plain HTTP for the error cases.
+
+One server (secure defaults: token auth on) with an MLP whose model-config declares its
+tensors. The same request must give the same answer over ``/predictions`` and OIP.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import httpx
+import numpy as np
+import pytest
+import torch
+import tritonclient.http as triton_http
+from tritonclient.utils import InferenceServerException
+
+from tests.support.models import MLP, save_torchscript
+from tests.support.server import ServerOptions, ServerProcess, build_archive, running_server
+
+HANDLER = """
+from ts.torch_handler.base_handler import BaseHandler
+
+
+class Handler(BaseHandler):
+    pass
+"""
+
+MODEL_CONFIG = {
+    "metadata": {
+        "platform": "pytorch_torchscript",
+        "inputs": [{"name": "input__0", "datatype": "FP32", "shape": [-1, 64]}],
+        "outputs": [{"name": "logits", "datatype": "FP32", "shape": [-1, 10]}],
+    }
+}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    root = tmp_path_factory.mktemp("oip")
+    store = root / "model_store"
+    store.mkdir()
+    torch.manual_seed(0)
+    source = root / "mlp_src"
+    serialized = save_torchscript(MLP().eval(), source, torch.zeros(1, 64))
+    build_archive(store, "mlp", HANDLER, serialized_file=source / serialized, config=MODEL_CONFIG)
+    with running_server(root, ServerOptions(load_models="mlp.mar")) as process:
+        yield process
+
+
+@pytest.fixture
+def triton(server: ServerProcess) -> Iterator[triton_http.InferenceServerClient]:
+    url = server.inference_url.removeprefix("http://")
+    client = triton_http.InferenceServerClient(url)
+    yield client
+    client.close()
+
+
+def _auth(server: ServerProcess) -> dict[str, str]:
+    return server.auth("inference")
+
+
+def _sample() -> np.ndarray:
+    return np.linspace(-1, 1, 64, dtype=np.float32).reshape(1, 64)
+
+
+def test_health_and_metadata(
+    server: ServerProcess, triton: triton_http.InferenceServerClient
+) -> None:
+    assert triton.is_server_live()
+    assert triton.is_server_ready()
+    assert triton.is_model_ready("mlp", headers=_auth(server))
+    meta = triton.get_model_metadata("mlp", headers=_auth(server))
+    assert meta["name"] == "mlp" and meta["versions"] == ["1.0"]
+    assert meta["platform"] == "pytorch_torchscript"
+    assert meta["inputs"] == [{"name": "input__0", "datatype": "FP32", "shape": [-1, 64]}]
+    assert meta["outputs"][0]["name"] == "logits"
+    assert triton.get_server_metadata()["extensions"] == ["binary_tensor_data"]
+
+
+@pytest.mark.parametrize(("binary_in", "binary_out"), [(False, False), (True, True), (True, False)])
+def test_tritonclient_infer_matches_predictions(
+    server: ServerProcess,
+    triton: triton_http.InferenceServerClient,
+    binary_in: bool,
+    binary_out: bool,
+) -> None:
+    sample = _sample()
+    tensor = triton_http.InferInput("input__0", list(sample.shape), "FP32")
+    tensor.set_data_from_numpy(sample, binary_data=binary_in)
+    wanted = triton_http.InferRequestedOutput("logits", binary_data=binary_out)
+    result = triton.infer("mlp", [tensor], outputs=[wanted], headers=_auth(server))
+    logits = result.as_numpy("logits")
+    assert logits is not None and logits.dtype == np.float32 and logits.shape == (1, 10)
+    with server.client("inference") as client:
+        rest = client.post("/predictions/mlp", json=sample.tolist())
+    assert rest.status_code == 200
+    np.testing.assert_allclose(logits, np.asarray(rest.json(), dtype=np.float32), rtol=1e-5)
+    assert result.get_response()["model_version"] == "1.0"
+
+
+def test_token_is_required_for_inference(triton: triton_http.InferenceServerClient) -> None:
+    tensor = triton_http.InferInput("input__0", [1, 64], "FP32")
+    tensor.set_data_from_numpy(_sample())
+    with pytest.raises(InferenceServerException) as caught:
+        triton.infer("mlp", [tensor])
+    assert "401" in str(caught.value.status()) or "Token" in str(caught.value.message())
+
+
+def _post(server: ServerProcess, body: object, model: str = "mlp") -> httpx.Response:
+    with server.client("inference") as client:
+        return client.post(f"/v2/models/{model}/infer", content=json.dumps(body))
+
+
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        (
+            {"inputs": [{"name": "input__0", "shape": [2], "datatype": "FP32", "data": [1.0]}]},
+            "input__0",
+        ),
+        (
+            {"inputs": [{"name": "x", "shape": [1], "datatype": "FLOAT9", "data": [1.0]}]},
+            "datatype",
+        ),
+        ({"inputs": []}, "input"),
+        (
+            {
+                "inputs": [
+                    {"name": "input__0", "shape": [1, 64], "datatype": "FP32", "data": [0.5] * 64}
+                ],
+                "outputs": [{"name": "nope"}],
+            },
+            "nope",
+        ),
+        (
+            {
+                "inputs": [
+                    {"name": "input__0", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]}
+                ]
+            },
+            "shape [1, 3] given",
+        ),
+        (
+            {"inputs": [{"name": "other", "shape": [1], "datatype": "FP32", "data": [1.0]}]},
+            "no such input",
+        ),
+        (
+            {
+                "inputs": [
+                    {"name": "input__0", "shape": [1, 64], "datatype": "INT32", "data": [1] * 64}
+                ]
+            },
+            "datatype INT32 given",
+        ),
+    ],
+)
+def test_bad_requests_are_400_naming_the_tensor(
+    server: ServerProcess, body: object, words: str
+) -> None:
+    with server.client("inference") as client:
+        response = client.post(
+            "/v2/models/mlp/infer",
+            content=json.dumps(body),
+            headers={"content-type": "application/json"},
+        )
+    assert response.status_code == 400, response.text
+    assert words in response.json()["error"]
+    with server.client("inference") as client:  # the server and the model are still fine
+        assert client.get("/v2/models/mlp/ready").status_code == 200
+
+
+def test_malformed_binary_header_is_400(server: ServerProcess) -> None:
+    with server.client("inference") as client:
+        response = client.post(
+            "/v2/models/mlp/infer",
+            content=b'{"inputs": []}xxxx',
+            headers={"inference-header-content-length": "999"},
+        )
+    assert response.status_code == 400
+    assert "error" in response.json()
+
+
+def test_unknown_model_is_404(server: ServerProcess) -> None:
+    with server.client("inference") as client:
+        assert client.get("/v2/models/nothing").status_code == 404
+        missing = client.post(
+            "/v2/models/nothing/infer",
+            content=json.dumps(
+                {"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1]}]}
+            ),
+        )
+    assert missing.status_code == 404 and "nothing" in missing.json()["error"]
