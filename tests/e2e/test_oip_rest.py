@@ -193,3 +193,61 @@ def test_unknown_model_is_404(server: ServerProcess) -> None:
             ),
         )
     assert missing.status_code == 404 and "nothing" in missing.json()["error"]
+
+
+# -- the same model over gRPC: KServe v2 (tritonclient.grpc) and TorchServe's Predictions ------
+
+
+def test_tritonclient_grpc_matches_rest(
+    server: ServerProcess, triton: triton_http.InferenceServerClient
+) -> None:
+    import tritonclient.grpc as triton_grpc
+
+    sample = _sample()
+    client = triton_grpc.InferenceServerClient(server.grpc_target("inference"))
+    try:
+        assert client.is_server_live() and client.is_server_ready()
+        auth = {"authorization": _auth(server)["Authorization"]}  # gRPC keys are lower-case
+        assert client.is_model_ready("mlp", headers=auth)
+        meta = client.get_model_metadata("mlp", headers=auth, as_json=True)
+        assert meta["inputs"][0]["name"] == "input__0" and meta["platform"] == "pytorch_torchscript"
+        tensor = triton_grpc.InferInput("input__0", list(sample.shape), "FP32")
+        tensor.set_data_from_numpy(sample)
+        result = client.infer("mlp", [tensor], headers=auth)
+        over_grpc = result.as_numpy("logits")
+        with pytest.raises(InferenceServerException) as denied:
+            client.infer("mlp", [tensor])
+        assert "UNAUTHENTICATED" in str(denied.value.status())
+        bad = triton_grpc.InferInput("input__0", [1, 3], "FP32")
+        bad.set_data_from_numpy(np.zeros((1, 3), dtype=np.float32))
+        with pytest.raises(InferenceServerException) as refused:
+            client.infer("mlp", [bad], headers=auth)
+        assert "INVALID_ARGUMENT" in str(refused.value.status())
+        assert "shape [1, 3] given" in str(refused.value.message())
+        with pytest.raises(InferenceServerException) as unknown:
+            client.get_model_metadata("nothing", headers=auth)
+        assert "NOT_FOUND" in str(unknown.value.status())
+    finally:
+        client.close()
+
+    rest_tensor = triton_http.InferInput("input__0", list(sample.shape), "FP32")
+    rest_tensor.set_data_from_numpy(sample, binary_data=True)
+    over_rest = triton.infer("mlp", [rest_tensor], headers=_auth(server)).as_numpy("logits")
+    assert over_grpc is not None and over_rest is not None
+    np.testing.assert_array_equal(over_grpc, over_rest)
+
+    import grpc
+
+    from torchwick.server.grpc._generated import inference_pb2, inference_pb2_grpc
+
+    with grpc.insecure_channel(server.grpc_target("inference")) as channel:
+        stub = inference_pb2_grpc.InferenceAPIsServiceStub(channel)
+        answer = stub.Predictions(
+            inference_pb2.PredictionsRequest(
+                model_name="mlp", input={"data": json.dumps(sample.tolist()).encode()}
+            ),
+            metadata=[("authorization", _auth(server)["Authorization"])],
+        )
+    np.testing.assert_allclose(
+        np.asarray(json.loads(answer.prediction), dtype=np.float32), over_rest, rtol=1e-5
+    )

@@ -30,6 +30,7 @@ from .api.serving import ListenerError, RunningListener, open_listener, start_uv
 from .config.addresses import ListenAddress, parse_address
 from .config.errors import ConfigError
 from .dataplane import DataPlane
+from .grpc.oip_service import oip_service_hook
 from .grpc.server import GrpcServers, GrpcServiceHook, start_grpc_servers
 from .observability import (
     ACCESS_LOG_FILE,
@@ -178,7 +179,9 @@ class _Server:
         cannot bind)."""
         # Services served on the gRPC inference port next to TorchServe's (the KServe v2
         # GRPCInferenceService is added here).
-        extra_inference_services: list[GrpcServiceHook] = []
+        extra_inference_services: list[GrpcServiceHook] = [
+            oip_service_hook(parts.plane, strip_authorization=parts.tokens is not None)
+        ]
         self.grpc = await start_grpc_servers(
             self.settings,
             parts.plane,

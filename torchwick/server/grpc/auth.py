@@ -3,9 +3,9 @@
 With token authorization on, every call carries ``authorization: Bearer <key>`` metadata.
 Calls to TorchServe's management service need the management key; every other service on a
 server (TorchServe's inference service, the KServe v2 service) needs that server's key kind:
-the inference key on the inference server. ``Ping``, the ``grpc.health.v1`` health service
-and server reflection need no key (health checks and tooling carry none, as with REST
-``/ping``).
+the inference key on the inference server. ``Ping``, the KServe v2 ``ServerLive``,
+``ServerReady`` and ``ServerMetadata``, the ``grpc.health.v1`` health service and server
+reflection need no key (health checks and tooling carry none, as with REST ``/ping``).
 
 A missing, malformed, wrong or expired key fails the call with ``UNAUTHENTICATED`` (the error
 table's code for ``InvalidToken``; TorchServe answers ``PERMISSION_DENIED``) before its
@@ -34,7 +34,15 @@ REFLECTION_SERVICES = (
 )
 
 #: Methods (``/package.Service/Method``) and services that need no key.
-OPEN_METHODS = frozenset({f"/{INFERENCE_SERVICE}/Ping"})
+OPEN_METHODS = frozenset(
+    {
+        f"/{INFERENCE_SERVICE}/Ping",
+        # The KServe v2 service's server health and metadata (probes carry no key).
+        "/inference.GRPCInferenceService/ServerLive",
+        "/inference.GRPCInferenceService/ServerReady",
+        "/inference.GRPCInferenceService/ServerMetadata",
+    }
+)
 OPEN_SERVICES = frozenset({HEALTH_SERVICE, *REFLECTION_SERVICES})
 
 
