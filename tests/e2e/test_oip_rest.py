@@ -251,3 +251,44 @@ def test_tritonclient_grpc_matches_rest(
     np.testing.assert_allclose(
         np.asarray(json.loads(answer.prediction), dtype=np.float32), over_rest, rtol=1e-5
     )
+
+
+# -- a handler written for TorchServe's kservev2 envelope, served over OIP ---------------------
+
+KSERVEV2_HANDLER = """
+import numpy as np
+
+
+def handle(data, context):
+    if data is None:
+        return None
+    # The envelope hands one item per input: {"name", "shape", "datatype", "data" (nested)}.
+    return [(np.asarray(item["data"], dtype=np.float32) * 2).reshape(-1).tolist() for item in data]
+"""
+
+
+@pytest.fixture(scope="module")
+def envelope_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    root = tmp_path_factory.mktemp("oip_kservev2")
+    store = root / "model_store"
+    store.mkdir()
+    build_archive(store, "doubler", KSERVEV2_HANDLER)
+    options = ServerOptions(load_models="doubler.mar", config={"service_envelope": "kservev2"})
+    with running_server(root, options) as process:
+        yield process
+
+
+def test_kservev2_envelope_handler_works_over_oip(envelope_server: ServerProcess) -> None:
+    client = triton_http.InferenceServerClient(
+        envelope_server.inference_url.removeprefix("http://")
+    )
+    try:
+        values = np.arange(6, dtype=np.float32).reshape(2, 3)
+        tensor = triton_http.InferInput("x", [2, 3], "FP32")
+        tensor.set_data_from_numpy(values, binary_data=True)
+        result = client.infer("doubler", [tensor], headers=envelope_server.auth("inference"))
+    finally:
+        client.close()
+    doubled = result.as_numpy("x")  # the envelope names output i after input i
+    assert doubled is not None
+    np.testing.assert_allclose(doubled.reshape(-1), values.reshape(-1) * 2)
