@@ -13,7 +13,8 @@ Settings applied to both servers:
 - ``grpc_{inference,management}_max_connection_age_ms`` and ``..._grace_ms``:
   ``grpc.max_connection_age_ms`` / ``grpc.max_connection_age_grace_ms`` (unset: unlimited);
 - ``enable_grpc_ssl``: TLS with ``private_key_file`` and ``certificate_file`` (the HTTPS keys);
-- token authorization (``TokenInterceptor``) unless ``disable_token_authorization``.
+- token authorization (``TokenInterceptor``) unless ``disable_token_authorization``;
+- malformed request messages answer ``INVALID_ARGUMENT`` (``DecodeGuard``).
 
 ``SO_REUSEPORT`` is off, so a port that is already taken fails the start with
 ``GrpcBindError`` instead of silently sharing it with another process.
@@ -36,6 +37,7 @@ from torchwick.server.settings import Settings
 
 from ._generated import inference_pb2_grpc, management_pb2_grpc
 from .auth import INFERENCE_SERVICE, MANAGEMENT_SERVICE, TokenChecker, TokenInterceptor
+from .decode import DecodeGuard
 from .health import HealthServicer, add_health_and_reflection
 from .inference import GrpcInferencePlane, InferenceServicer
 from .management import ManagementServicer
@@ -191,7 +193,10 @@ async def start_grpc_servers(
     started = GrpcServers()
     try:
         for api, kind, host, port, hooks in plans:
-            interceptors = [] if tokens is None else [TokenInterceptor(tokens, kind)]
+            interceptors: list[aio.ServerInterceptor] = [DecodeGuard()]
+            if tokens is not None:
+                # First, so that a call without the key is refused before its request is read.
+                interceptors.insert(0, TokenInterceptor(tokens, kind))
             server = aio.server(interceptors=interceptors, options=server_options(settings, api))
             for hook in hooks:
                 hook.add(server)
