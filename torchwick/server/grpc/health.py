@@ -4,7 +4,8 @@ Health: ``Check`` answers ``SERVING`` while ``plane.ready()`` (the same judgemen
 ``/ping``: startup models tried, every default version healthy), else ``NOT_SERVING``, for
 the overall service ``""`` and for each service the server hosts; any other name is
 ``NOT_FOUND`` (the protocol's rule). ``Watch`` sends the status, then each change, judged
-every ``watch_interval_s``. Once the server is stopping, every answer is ``NOT_SERVING``.
+every ``watch_interval_s``. Once the server is stopping, every answer is ``NOT_SERVING`` and
+a watch ends after saying so (so that it does not hold up the graceful stop).
 
 Reflection (``grpc.reflection.v1alpha``, what grpcurl and most tools use) lists the hosted
 services and serves their descriptors. The KServe v2 messages live in the private pool
@@ -72,6 +73,8 @@ class HealthServicer(health_pb2_grpc.HealthServicer):  # type: ignore[misc]
             if current != last:
                 yield health_pb2.HealthCheckResponse(status=current)
                 last = current
+            if self.stopping:
+                return  # a watch must not hold up the server's graceful stop
             await asyncio.sleep(self.watch_interval_s)
 
 
