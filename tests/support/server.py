@@ -68,6 +68,10 @@ class ServerOptions:
     #: Extra environment variables for the server process.
     env: Mapping[str, str] = field(default_factory=dict)
     start_timeout_s: float = START_TIMEOUT_S
+    #: ``foreground``: ``python -m torchwick.server --foreground``; ``start``: the way a
+    #: TorchServe user does it, ``torchserve --start`` from a shell (the daemon inherits the
+    #: launcher's output, which goes to ``server.out``), stopped with ``torchserve --stop``.
+    launcher: Literal["foreground", "start"] = "foreground"
 
 
 class ServerProcess:
@@ -84,6 +88,7 @@ class ServerProcess:
         #: ``inference``/``management`` -> the gRPC address printed (``grpc://host:port``).
         self.grpc_urls: dict[str, str] = {}
         self.tmpdir: Path | None = None
+        self.env: dict[str, str] = {}
         self._clients: list[httpx.Client] = []
 
     # -- addresses and keys -------------------------------------------------------------------
@@ -153,14 +158,30 @@ class ServerProcess:
         return "\n".join(parts)
 
     def alive(self) -> bool:
-        """Whether the process is still running."""
-        return self.process.poll() is None
+        """Whether the process is still running (with ``torchserve --start``: whether the
+        launcher is running or exited 0, leaving the daemon)."""
+        code = self.process.poll()
+        if self.options.launcher == "start":
+            return code is None or code == 0
+        return code is None
 
     def stop(self, timeout: float = STOP_TIMEOUT_S) -> int:
         """SIGTERM, wait up to ``timeout`` (then SIGKILL); returns the exit code."""
         for client in self._clients:
             client.close()
         self._clients.clear()
+        if self.options.launcher == "start":
+            stopped = subprocess.run(
+                [str(Path(sys.executable).parent / "torchserve"), "--stop"],
+                cwd=self.workdir,
+                env=self.env,
+                timeout=timeout + 30,
+                check=False,
+                capture_output=True,
+            )
+            if self.tmpdir is not None:
+                shutil.rmtree(self.tmpdir, ignore_errors=True)
+            return stopped.returncode
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
@@ -216,6 +237,13 @@ def write_config(root: Path, options: ServerOptions) -> Path:
     }
     if options.load_models:
         values["load_models"] = options.load_models
+    if options.launcher == "start":
+        # The launcher checks the server's health on its configured address, so it needs
+        # fixed ports (TorchServe's --start has the same need).
+        for key in ("inference_address", "management_address", "metrics_address"):
+            values[key] = f"http://127.0.0.1:{free_port()}"
+        values["grpc_inference_port"] = str(free_port())
+        values["grpc_management_port"] = str(free_port())
     values.update(options.config)
     path = root / "config.properties"
     path.write_text("".join(f"{key}={value}\n" for key, value in values.items()))
@@ -240,12 +268,16 @@ def start_server(root: Path, options: ServerOptions | None = None) -> ServerProc
     tmpdir = tempfile.mkdtemp(prefix="tw")
     env.update({"PYTHONUNBUFFERED": "1", "TMPDIR": tmpdir, **options.env})
     command = [sys.executable, "-m", "torchwick.server", "--foreground", "--ts-config", str(config)]
+    if options.launcher == "start":
+        torchserve = Path(sys.executable).parent / "torchserve"
+        command = [str(torchserve), "--start", "--ncs", "--ts-config", str(config)]
     with open(root / "server.out", "wb") as out:
         process = subprocess.Popen(
             command, cwd=workdir, env=env, stdout=out, stderr=subprocess.STDOUT
         )
     server = ServerProcess(root, process, options)
     server.tmpdir = Path(tmpdir)
+    server.env = env
     try:
         server.wait_ready(options.start_timeout_s)
     except BaseException:

@@ -53,16 +53,25 @@ def _mnist_archives(store: Path, net: MnistNet, sources: Path) -> None:
 
 
 def _serve(root: Path, envelope: str | None) -> Iterator[tuple[ServerProcess, MnistNet]]:
+    """A server started with ``torchserve --start`` whose store holds symlinks to archives
+    built elsewhere (how TorchServe's tooling and many deployments fill a store)."""
     torch.manual_seed(0)
     net = MnistNet().eval()
+    built = root / "built"
+    built.mkdir()
+    _mnist_archives(built, net, root / "weights")
+    build_archive(built, "asyncecho", ASYNC_FUNCTION_HANDLER, config=ONE_WORKER)
     store = root / "model_store"
-    _mnist_archives(store, net, root / "weights")
-    build_archive(store, "asyncecho", ASYNC_FUNCTION_HANDLER, config=ONE_WORKER)
+    store.mkdir()
+    for archive in sorted(built.glob("*.mar")):
+        (store / archive.name).symlink_to(archive)
     (root / "metrics.yaml").write_text(METRICS_YAML)
     config = {"metrics_config": str(root / "metrics.yaml")}
     if envelope:
         config["service_envelope"] = envelope
-    options = ServerOptions(disable_token_auth=True, load_models="all", config=config)
+    options = ServerOptions(
+        disable_token_auth=True, load_models="all", config=config, launcher="start"
+    )
     with running_server(root, options) as server:
         yield server, net
 
