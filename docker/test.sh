@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Builds the CPU image from docker/Dockerfile and runs the container tests against it
-# (tests/deploy/test_container.py): predict with a token, register from the mounted store,
-# scrape /metrics, SIGTERM during a request in flight, exit 0.
+# (tests/deploy/test_container.py): predict with a token, the Open Inference Protocol over
+# REST (tritonclient.http, JSON and binary) and gRPC (tritonclient.grpc ModelInfer), TorchServe's
+# gRPC Predictions, register from the mounted store, scrape /metrics, SIGTERM during a request
+# in flight, exit 0.
 #
 # Usage: bash docker/test.sh            (from anywhere; needs podman + runc, or ENGINE=docker)
 #

@@ -3,8 +3,10 @@
 ``docker/test.sh`` builds the image and names it in ``TORCHWICK_CONTAINER_IMAGE``; without that
 variable the container tests skip with the reason. ``TORCHWICK_CONTAINER_ENGINE`` picks the
 engine (``podman`` by default). With podman the container runs with ``--runtime runc`` and the
-host network, as this project's machines need (shared/notes/ENVIRONMENT.md); the listeners are
-bound to 127.0.0.1 on free ports passed in through ``TORCHWICK_*_ADDRESS``.
+host network, as this project's machines need (shared/notes/ENVIRONMENT.md), so every listener,
+the two gRPC servers included, is bound to 127.0.0.1 on a free port passed in through
+``TORCHWICK_*_ADDRESS`` and ``TORCHWICK_GRPC_*_ADDRESS``/``TORCHWICK_GRPC_*_PORT`` (the image's
+own 0.0.0.0:7070/7071 would collide with anything else on the machine).
 """
 
 from __future__ import annotations
@@ -50,6 +52,8 @@ class Container:
     inference_port: int
     management_port: int
     metrics_port: int
+    grpc_inference_port: int
+    grpc_management_port: int
     prefix: list[str] = field(default_factory=engine)
 
     def url(self, api: str) -> str:
@@ -59,6 +63,11 @@ class Container:
             "metrics": self.metrics_port,
         }[api]
         return f"http://127.0.0.1:{port}"
+
+    def grpc_target(self, api: str) -> str:
+        """``host:port`` of the gRPC ``inference`` or ``management`` server."""
+        port = {"inference": self.grpc_inference_port, "management": self.grpc_management_port}
+        return f"127.0.0.1:{port[api]}"
 
     def logs(self) -> str:
         done = subprocess.run(
@@ -133,16 +142,20 @@ def run_container(
     environment: Mapping[str, str] | None = None,
     args: Sequence[str] = (),
 ) -> Container:
-    """Start ``image`` detached with the listeners on free 127.0.0.1 ports.
+    """Start ``image`` detached with every listener (REST and gRPC) on a free 127.0.0.1 port.
 
     ``volumes`` are ``(host_path, container_path, options)`` triples (``ro`` or ``rw``).
     """
-    ports = [free_port() for _ in range(3)]
-    container = Container(f"torchwick-test-{uuid.uuid4().hex[:10]}", ports[0], ports[1], ports[2])
+    ports = [free_port() for _ in range(5)]
+    container = Container(f"torchwick-test-{uuid.uuid4().hex[:10]}", *ports)
     env = {
         "TORCHWICK_INFERENCE_ADDRESS": f"http://127.0.0.1:{ports[0]}",
         "TORCHWICK_MANAGEMENT_ADDRESS": f"http://127.0.0.1:{ports[1]}",
         "TORCHWICK_METRICS_ADDRESS": f"http://127.0.0.1:{ports[2]}",
+        "TORCHWICK_GRPC_INFERENCE_ADDRESS": "127.0.0.1",
+        "TORCHWICK_GRPC_INFERENCE_PORT": str(ports[3]),
+        "TORCHWICK_GRPC_MANAGEMENT_ADDRESS": "127.0.0.1",
+        "TORCHWICK_GRPC_MANAGEMENT_PORT": str(ports[4]),
         "OMP_NUM_THREADS": "1",
         **(environment or {}),
     }

@@ -1,4 +1,6 @@
-"""The CPU image, built by docker/test.sh, run for real: predict, register, metrics, drain.
+"""The CPU image, built by docker/test.sh, run for real: predict, register, metrics, drain,
+and the protocols KServe's ServingRuntime relies on (Open Inference Protocol over REST and
+gRPC, TorchServe's gRPC Predictions).
 
 Opt-in (``docker/test.sh`` sets ``TORCHWICK_CONTAINER_IMAGE``); skipped with the reason
 otherwise. The model store is a host folder mounted read-only; the archives are built here
@@ -16,9 +18,14 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import httpx
+import numpy as np
 import pytest
 import torch
+import tritonclient.grpc as triton_grpc
+import tritonclient.http as triton_http
+from tritonclient.utils import InferenceServerException
 
 from tests.deploy.container import (
     SKIP_REASON,
@@ -28,6 +35,12 @@ from tests.deploy.container import (
     wait_ready,
 )
 from tests.support.models import MLP, save_torchscript
+from torchwick.server.grpc._generated import (
+    inference_pb2,
+    inference_pb2_grpc,
+    management_pb2,
+    management_pb2_grpc,
+)
 
 pytestmark = [
     pytest.mark.container,
@@ -68,6 +81,24 @@ def handle(data, context):
     return out
 """
 
+#: The default BaseHandler: an OIP row's first array is the sample (docs/oip.md).
+OIP_HANDLER = """
+from ts.torch_handler.base_handler import BaseHandler
+
+
+class Handler(BaseHandler):
+    pass
+"""
+
+#: Declared tensors, so the server checks each OIP request against them before queueing it.
+OIP_METADATA = """metadata:
+  platform: pytorch_torchscript
+  inputs:
+    - {name: input__0, datatype: FP32, shape: [-1, 64]}
+  outputs:
+    - {name: logits, datatype: FP32, shape: [-1, 10]}
+"""
+
 #: Holds each request until the test creates /sync/release (after touching /sync/started).
 GATE_HANDLER = """
 import os
@@ -85,12 +116,14 @@ def handle(data, context):
 """
 
 
-def archive(tmp: Path, store: Path, name: str, handler: str, *extra: str) -> None:
+def archive(
+    tmp: Path, store: Path, name: str, handler: str, *extra: str, metadata: str = ""
+) -> None:
     """Build ``store/<name>.mar`` with the project's console script."""
     handler_path = tmp / f"{name}_handler.py"
     handler_path.write_text(handler)
     config = tmp / f"{name}-config.yaml"
-    config.write_text("minWorkers: 1\nmaxWorkers: 1\nresponseTimeout: 120\n")
+    config.write_text("minWorkers: 1\nmaxWorkers: 1\nresponseTimeout: 120\n" + metadata)
     command = [str(ARCHIVER), "--model-name", name, "--version", "1.0"]
     command += ["--handler", str(handler_path), "--config-file", str(config)]
     command += ["--export-path", str(store), *extra]
@@ -108,6 +141,15 @@ def layout(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     serialized = save_torchscript(model, root / "mlp", torch.zeros(1, 64))
     archive(root, store, "mlp", MLP_HANDLER, "--serialized-file", str(root / "mlp" / serialized))
     archive(root, store, "gate", GATE_HANDLER)
+    archive(
+        root,
+        store,
+        "mlp_oip",
+        OIP_HANDLER,
+        "--serialized-file",
+        str(root / "mlp" / serialized),
+        metadata=OIP_METADATA,
+    )
     (secrets / "tokens.json").write_text(json.dumps(KEYS))
     # The container runs as uid 1000: it must write logs and the sync files, read the secret.
     for folder in (logs, sync):
@@ -134,7 +176,7 @@ def served(layout: dict[str, Path]) -> Iterator[Container]:
         ],
         environment={
             "TORCHWICK_TOKEN_FILE": "/run/secrets/torchwick/tokens.json",
-            "TORCHWICK_LOAD_MODELS": "mlp.mar",
+            "TORCHWICK_LOAD_MODELS": "mlp.mar,mlp_oip.mar",
         },
         args=["--enable-model-api"],
     )
@@ -162,6 +204,106 @@ def test_predict_needs_the_token_and_matches_the_model(
     assert served.healthcheck() == 0
 
 
+def sample_and_logits(layout: dict[str, Path]) -> tuple[np.ndarray, np.ndarray]:
+    """The (1, 64) sample and the model's (1, 10) answer computed on the host."""
+    expected = json.loads((layout["root"] / "expected.json").read_text())
+    sample = np.asarray([expected["x"]], dtype=np.float32)
+    return sample, np.asarray([expected["logits"]], dtype=np.float32)
+
+
+def test_oip_health_and_model_metadata_over_rest(served: Container) -> None:
+    inference = served.url("inference")
+    ready = httpx.get(f"{inference}/v2/health/ready", timeout=30)  # no token: probes use it
+    assert ready.status_code == 200 and ready.json() == {"ready": True}, ready.text
+    assert httpx.get(f"{inference}/v2/health/live", timeout=30).status_code == 200
+    assert httpx.get(f"{inference}/v2/models/mlp_oip", timeout=30).status_code == 401
+    meta = httpx.get(f"{inference}/v2/models/mlp_oip", headers=bearer("inference"), timeout=30)
+    assert meta.status_code == 200, meta.text
+    document = meta.json()
+    assert document["name"] == "mlp_oip" and document["versions"] == ["1.0"]
+    assert document["platform"] == "pytorch_torchscript"
+    assert document["inputs"] == [{"name": "input__0", "datatype": "FP32", "shape": [-1, 64]}]
+    assert document["outputs"] == [{"name": "logits", "datatype": "FP32", "shape": [-1, 10]}]
+
+
+@pytest.mark.parametrize("binary", [False, True], ids=["json", "binary"])
+def test_oip_infer_over_rest_with_tritonclient(
+    served: Container, layout: dict[str, Path], binary: bool
+) -> None:
+    sample, logits = sample_and_logits(layout)
+    client = triton_http.InferenceServerClient(served.url("inference").removeprefix("http://"))
+    try:
+        tensor = triton_http.InferInput("input__0", list(sample.shape), "FP32")
+        tensor.set_data_from_numpy(sample, binary_data=binary)
+        wanted = triton_http.InferRequestedOutput("logits", binary_data=binary)
+        with pytest.raises(InferenceServerException):
+            client.infer("mlp_oip", [tensor], outputs=[wanted])
+        result = client.infer("mlp_oip", [tensor], outputs=[wanted], headers=bearer("inference"))
+        # A shape the declaration does not allow is refused before it reaches the worker.
+        bad = triton_http.InferInput("input__0", [1, 3], "FP32")
+        bad.set_data_from_numpy(np.zeros((1, 3), dtype=np.float32), binary_data=binary)
+        with pytest.raises(InferenceServerException) as refused:
+            client.infer("mlp_oip", [bad], headers=bearer("inference"))
+    finally:
+        client.close()
+    answer = result.as_numpy("logits")
+    assert answer is not None and answer.dtype == np.float32 and answer.shape == (1, 10)
+    np.testing.assert_allclose(answer, logits, atol=1e-5)
+    assert "shape [1, 3] given" in str(refused.value.message())
+
+
+def test_oip_model_infer_over_grpc_with_tritonclient(
+    served: Container, layout: dict[str, Path]
+) -> None:
+    target = served.grpc_target("inference")
+    assert f"gRPC Inference API bound to grpc://{target}" in served.logs()
+    sample, logits = sample_and_logits(layout)
+    client = triton_grpc.InferenceServerClient(target)
+    try:
+        assert client.is_server_live() and client.is_server_ready()  # no key needed
+        auth = {"authorization": bearer("inference")["Authorization"]}
+        assert client.is_model_ready("mlp_oip", headers=auth)
+        tensor = triton_grpc.InferInput("input__0", list(sample.shape), "FP32")
+        tensor.set_data_from_numpy(sample)
+        with pytest.raises(InferenceServerException) as denied:
+            client.infer("mlp_oip", [tensor])
+        result = client.infer("mlp_oip", [tensor], headers=auth)
+    finally:
+        client.close()
+    assert "UNAUTHENTICATED" in str(denied.value.status())
+    answer = result.as_numpy("logits")
+    assert answer is not None and answer.shape == (1, 10)
+    np.testing.assert_allclose(answer, logits, atol=1e-5)
+
+
+def test_torchserve_grpc_predictions_and_list_models(
+    served: Container, layout: dict[str, Path]
+) -> None:
+    sample, logits = sample_and_logits(layout)
+    body = json.dumps({"x": sample[0].tolist()}).encode()
+    with grpc.insecure_channel(served.grpc_target("inference")) as channel:
+        stub = inference_pb2_grpc.InferenceAPIsServiceStub(channel)
+        request = inference_pb2.PredictionsRequest(model_name="mlp", input={"data": body})
+        with pytest.raises(grpc.RpcError) as denied:
+            stub.Predictions(request, timeout=60)
+        answer = stub.Predictions(
+            request,
+            metadata=[("authorization", bearer("inference")["Authorization"])],
+            timeout=60,
+        )
+    assert denied.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    prediction = json.loads(answer.prediction)
+    np.testing.assert_allclose(np.asarray([prediction["logits"]]), logits, atol=1e-5)
+    with grpc.insecure_channel(served.grpc_target("management")) as channel:
+        management = management_pb2_grpc.ManagementAPIsServiceStub(channel)
+        listed = management.ListModels(
+            management_pb2.ListModelsRequest(),
+            metadata=[("authorization", bearer("management")["Authorization"])],
+            timeout=60,
+        )
+    assert {"mlp", "mlp_oip"} <= {m["modelName"] for m in json.loads(listed.msg)["models"]}
+
+
 def test_register_from_the_mounted_store_and_scrape_metrics(served: Container) -> None:
     management = served.url("management")
     denied = httpx.post(f"{management}/models", params={"url": "gate.mar"}, timeout=30)
@@ -174,7 +316,7 @@ def test_register_from_the_mounted_store_and_scrape_metrics(served: Container) -
     )
     assert registered.status_code == 200, registered.text
     listed = httpx.get(f"{management}/models", headers=bearer("management"), timeout=30)
-    assert {m["modelName"] for m in listed.json()["models"]} == {"mlp", "gate"}
+    assert {m["modelName"] for m in listed.json()["models"]} == {"mlp", "mlp_oip", "gate"}
     metrics = httpx.get(served.url("metrics") + "/metrics", timeout=30)
     assert metrics.status_code == 200
     assert "ts_inference_requests_total" in metrics.text
