@@ -42,6 +42,7 @@ from .observability import (
 )
 from .security.tokens import TokenAuthority
 from .settings import Settings
+from .traffic import TrafficCollector
 from .workers import WorkerSupervisor
 
 log = logging.getLogger("torchwick.server")
@@ -122,6 +123,7 @@ class _Server:
         plane = DataPlane(settings, supervisor, accounting=metrics)
         metrics.queue_source = plane.batcher_stats
         metrics.registry.register(model_metrics)
+        metrics.registry.register(TrafficCollector(plane.traffic))
         access_log = AccessLog(settings.log_location / ACCESS_LOG_FILE)
         parts = _Parts(plane, supervisor, tokens, access_log, model_metrics, plans)
         try:

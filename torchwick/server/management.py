@@ -36,6 +36,7 @@ from torchwick.server.registry import (
 )
 from torchwick.server.scheduling import no_worker_message
 from torchwick.server.settings import Settings
+from torchwick.server.traffic import TrafficEngine
 from torchwick.server.workers.devices import usable_cpus
 
 logger = logging.getLogger("torchwick.server.dataplane")
@@ -54,6 +55,7 @@ class ModelManagement:
     _registry: ModelRegistry
     _cpu_count: int | None
     _startup_pending: bool
+    traffic: TrafficEngine
 
     def _ensure_monitor(self) -> None:
         raise NotImplementedError  # provided by DataPlane
@@ -69,7 +71,9 @@ class ModelManagement:
         unregistered again and the cause is logged).
         """
         entry = await self._admit(req, None)
-        return await self._start(entry, req.synchronous)
+        result = await self._start(entry, req.synchronous)
+        self.traffic.offer_archive_policy(entry)
+        return result
 
     async def _admit(self, req: RegisterRequest, workers: int | None) -> ModelVersionEntry:
         self._ensure_monitor()
@@ -164,6 +168,10 @@ class ModelManagement:
             else:
                 logger.info("startup model %s: %s", entry.name, result.message)
         apply_default_versions(self._registry, self._settings.models)
+        for entry in entries:
+            if entry.name in self._registry:
+                self.traffic.offer_archive_policy(entry)
+        self.traffic.apply_pending()
 
     # --------------------------------------------------------------------------------- scale
     async def scale(
@@ -208,11 +216,17 @@ class ModelManagement:
         )
 
     # ---------------------------------------------------------------------------- unregister
-    async def unregister(self, model: str, version: str | None) -> OperationResult:
+    async def unregister(
+        self, model: str, version: str | None, *, force: bool = False
+    ) -> OperationResult:
         """Stop the version's workers and forget it. 403 for the default version while others
-        exist; ``RequestTimeout`` (408) when cleanup exceeds ``unregister_model_timeout``."""
+        exist, and for a version the model's traffic policy sends traffic to unless ``force``
+        (the policy is then dropped); ``RequestTimeout`` (408) when cleanup exceeds
+        ``unregister_model_timeout``."""
         entry = self._registry.get(model, version)
         self._registry.check_removable(entry)
+        if not force:
+            self.traffic.check_removable(model, entry.version)
         async with entry.lock:
             if self._registry.get(model, entry.version) is not entry:  # 404 if already gone
                 raise ModelNotFound(f"Model not found: {model}")
@@ -227,6 +241,7 @@ class ModelManagement:
         ``timeout``, then stop its workers within the rest. False when time ran out (the
         pool keeps closing in the background)."""
         self._registry.remove(entry, force=True)
+        self.traffic.forget_version(entry.name, entry.version)
         entry.batcher.stop(ServiceUnavailable(no_worker_message(entry.name)))
         deadline = self._clock() + timeout
         await entry.batcher.drain(timeout / 2)
