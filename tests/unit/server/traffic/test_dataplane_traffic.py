@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from torchwick.handlers.messages import PredictRequest, PredictResponse
+from torchwick.server.config.models_json import parse_models_json
 from torchwick.server.contracts import InferenceRequest
 from torchwick.server.dataplane import DataPlane, RegisterRequest
 from torchwick.server.errors import BadRequest, ForbiddenOperation
@@ -209,3 +210,25 @@ async def _settle(env: Env) -> None:
         if all(c["mirrored"] == c["agree"] + c["disagree"] + c["shadow_errors"] for c in counters):
             return
         await asyncio.sleep(0.01)
+
+
+async def test_archive_model_config_policy_applies_when_its_versions_exist(tmp_path: Path) -> None:
+    env = Env(tmp_path)
+    yaml_policy = "traffic:\n  weights:\n    '1.0': 1\n    '2.0': 1\n"
+    build_archive(env.store, version="2.0", config_yaml=yaml_policy, file_name="echo-2.0.mar")
+    try:
+        await env.register("2.0")  # names 1.0, not registered yet: held
+        assert env.plane.traffic.policy_status("echo")["policy"] is None
+        await env.register("1.0")
+        status = env.plane.traffic.policy_status("echo")
+        assert status["origin"] == "model-config"
+        assert await env.served(4) == {"1.0": 2, "2.0": 2}
+    finally:
+        await env.plane.close()
+
+
+def test_models_json_keeps_the_traffic_field() -> None:
+    text = '{"echo": {"1.0": {"defaultVersion": true, "traffic": {"weights": {"1.0": 1}}}}}'
+    models, unknown = parse_models_json("models", text)
+    assert unknown == ()
+    assert models["echo"]["1.0"]["traffic"] == {"weights": {"1.0": 1}}
