@@ -1,4 +1,7 @@
-"""Start, probe and stop the two servers under test: torchwick and real TorchServe 0.12.
+"""Start, probe and stop the servers under test: torchwick and real TorchServe 0.12.
+
+A third kind, ``torchwick-base``, is torchwick run by another interpreter (another commit's venv,
+``--baseline-python``): it is started, classified and stopped exactly like torchwick.
 
 Both get the same kind of ``config.properties`` (TorchServe's keys, free ports on 127.0.0.1 only,
 token auth off, per-model settings in the ``models=`` JSON) and the same models, loaded at start
@@ -28,7 +31,11 @@ from bench_procs import ProcInfo, cmdline, read_proc, rss_bytes, tree
 HOST = "127.0.0.1"
 TORCHWICK = "torchwick"
 TORCHSERVE = "torchserve"
-LABELS = {TORCHWICK: "torchwick", TORCHSERVE: "TorchServe"}
+#: torchwick from another checkout (``--baseline-python``), to compare two commits in one run.
+TORCHWICK_BASE = "torchwick-base"
+LABELS = {TORCHWICK: "torchwick", TORCHSERVE: "TorchServe", TORCHWICK_BASE: "torchwick-base"}
+#: Column prefixes in the result tables.
+SHORT = {TORCHWICK: "tw", TORCHSERVE: "TS", TORCHWICK_BASE: "base"}
 
 
 def free_ports(count: int) -> list[int]:
@@ -78,7 +85,11 @@ def build_archive(
     extra_files: Sequence[Path],
     export_path: Path,
 ) -> Path:
-    """Run a ``torch-model-archiver`` compatible CLI; return the ``.mar`` it wrote."""
+    """Run a ``torch-model-archiver`` compatible CLI; return the ``.mar`` it wrote.
+
+    It runs in ``export_path``: ``python -m`` puts the working directory first on ``sys.path``,
+    so run from a checkout it would import that checkout's package, not the interpreter's own.
+    """
     export_path.mkdir(parents=True, exist_ok=True)
     command = [
         *archiver,
@@ -96,7 +107,9 @@ def build_archive(
     ]
     if extra_files:
         command += ["--extra-files", ",".join(str(f) for f in extra_files)]
-    completed = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+    completed = subprocess.run(
+        command, capture_output=True, text=True, timeout=300, check=False, cwd=export_path
+    )
     if completed.returncode != 0:
         raise RuntimeError(
             f"{' '.join(command)} failed ({completed.returncode}):\n"

@@ -36,6 +36,15 @@ What it does and measures:
   throughput, start to first 2xx prediction per config, frontend RSS after load, and the
   client's own ceiling against a trivial endpoint.
 
+Two commits in one run: ``--baseline-python /other/checkout/.venv/bin/python`` adds the server
+``torchwick-base`` (torchwick as that venv installs it), measured beside torchwick with the same
+client and bodies, alternated, and a table of new/base ratios (``bench_compare.py``). For
+example, the issue-7 guard (add ``--ping-repeats 3`` for three alternated ``/ping`` loads)::
+
+    .venv/bin/python benchmarks/serving_benchmark.py --models mlp --servers torchwick \
+        --baseline-python /work/wt-base/.venv/bin/python --tuned '' --concurrency 1,32 \
+        --seconds 4 --repeats 3 --startup-repeats 3 --ping-repeats 3
+
 Nothing here asserts a number: it measures and prints (and writes ``--json``).
 """
 
@@ -62,13 +71,16 @@ from typing import Any, TypeVar
 
 import torch
 from bench_client import LoadResult, build_request, loop_name, new_event_loop, run_load
+from bench_compare import report_baseline, source_of
 from bench_models import MODEL_NAMES, BenchModel, Ceiling, CeilingMeter, build_model
 from bench_procs import CpuSnapshot, CpuUse, difference, snapshot
 from bench_servers import (
     HOST,
     LABELS,
+    SHORT,
     TORCHSERVE,
     TORCHWICK,
+    TORCHWICK_BASE,
     ModelServing,
     Server,
     StartTiming,
@@ -99,12 +111,16 @@ class Options:
     max_batch_delay: int
     ceiling_seconds: float
     startup_repeats: int
+    #: Empty starts (of the first ``startup_repeats``) that also measure /ping at c=32.
+    ping_repeats: int
     max_requests: int
     request_timeout: float
     start_timeout: float
     archiver: str
     torchserve_venv: Path
     torchwick_python: Path
+    #: Interpreter of the ``torchwick-base`` server (another commit's venv), if any.
+    baseline_python: Path | None
     #: Extra config.properties lines per server.
     properties: dict[str, tuple[str, ...]]
     json_path: Path | None
@@ -141,6 +157,7 @@ def parse_options(argv: Sequence[str] | None) -> Options:
     add("--max-batch-delay", type=int, default=5, help="ms, for the batch-8 configs (5)")
     add("--ceiling-seconds", type=float, help="per in-process ceiling timing (0.5 / 0.3)")
     add("--startup-repeats", type=int, help="starts with an empty store per server (3 / 1)")
+    add("--ping-repeats", type=int, default=1, help="of those, how many load /ping at c=32 (1)")
     add("--max-requests", type=int, default=2_000_000, help="2xx responses per point at most")
     add("--request-timeout", type=float, default=30.0, help="seconds per request (30)")
     add("--start-timeout", type=float, default=60.0, help="s to /ping 200, then to a 2xx (60)")
@@ -163,6 +180,12 @@ def parse_options(argv: Sequence[str] | None) -> Options:
         help="interpreter that runs `-m torchwick.server` (this one)",
     )
     add(
+        "--baseline-python",
+        type=Path,
+        help="another venv's interpreter: adds server torchwick-base (that commit's torchwick) "
+        "and new/base ratios",
+    )
+    add(
         "--torchwick-property",
         action="append",
         default=[],
@@ -183,6 +206,10 @@ def parse_options(argv: Sequence[str] | None) -> Options:
     quick = bool(args.quick)
     models = _csv(args.models)
     servers = _csv(args.servers)
+    if args.baseline_python is not None and TORCHWICK_BASE not in servers:
+        servers += (TORCHWICK_BASE,)
+    if TORCHWICK_BASE in servers and args.baseline_python is None:
+        parser.error(f"server {TORCHWICK_BASE} needs --baseline-python")
     for model in models:
         if model not in MODEL_NAMES:
             parser.error(f"unknown model {model!r}")
@@ -208,14 +235,18 @@ def parse_options(argv: Sequence[str] | None) -> Options:
         max_batch_delay=args.max_batch_delay,
         ceiling_seconds=pick(args.ceiling_seconds, 0.5, 0.3),
         startup_repeats=max(1, pick(args.startup_repeats, 3, 1)),
+        ping_repeats=max(1, args.ping_repeats),
         max_requests=args.max_requests,
         request_timeout=args.request_timeout,
         start_timeout=args.start_timeout,
         archiver=args.archiver,
         torchserve_venv=args.torchserve_venv,
         torchwick_python=args.torchwick_python,
+        baseline_python=args.baseline_python,
         properties={
             TORCHWICK: tuple(args.torchwick_property),
+            # The baseline is the same server at another commit: it gets the same extra lines.
+            TORCHWICK_BASE: tuple(args.torchwick_property),
             TORCHSERVE: tuple(args.torchserve_property),
         },
         json_path=args.json,
@@ -375,8 +406,12 @@ def progress(text: str) -> None:
 # --- environment checks ---------------------------------------------------------------------------
 
 
-def torchwick_reason(python: Path) -> str | None:
-    """Why torchwick cannot be benchmarked here, or ``None`` when it can."""
+def torchwick_reason(python: Path, cwd: Path) -> str | None:
+    """Why torchwick cannot be benchmarked here, or ``None`` when it can.
+
+    Run in ``cwd``: ``-m`` puts the working directory first on ``sys.path``, so run from a
+    checkout it would check that checkout's torchwick rather than ``python``'s own.
+    """
     try:
         completed = subprocess.run(
             [str(python), "-m", "torchwick.server", "--help"],
@@ -384,6 +419,7 @@ def torchwick_reason(python: Path) -> str | None:
             text=True,
             timeout=120,
             check=False,
+            cwd=cwd,
         )
     except (OSError, subprocess.TimeoutExpired) as error:
         return f"`{python} -m torchwick.server --help` failed: {error}"
@@ -509,8 +545,8 @@ class Benchmark:
 
     def check_servers(self) -> None:
         for name in self.options.servers:
-            if name == TORCHWICK:
-                reason = torchwick_reason(self.options.torchwick_python)
+            if name in (TORCHWICK, TORCHWICK_BASE):
+                reason = torchwick_reason(self._python(name), self.workdir)
             else:
                 reason = torchserve_reason(self.options.torchserve_venv)
             if reason is None:
@@ -541,14 +577,9 @@ class Benchmark:
                 [str(options.torchserve_venv / "bin" / "torchserve"), "--version"]
             )
             meta["java"] = tool_version(["java", "-version"])
-        if TORCHWICK in self.servers:
-            meta["torchwick"] = tool_version(
-                [
-                    str(options.torchwick_python),
-                    "-c",
-                    "import torchwick; print(getattr(torchwick, '__version__', '?'))",
-                ]
-            )
+        for name in (TORCHWICK, TORCHWICK_BASE):
+            if name in self.servers:
+                meta[name] = source_of(self._python(name), self.workdir)
         self.results.meta = meta
         say("== torchwick serving benchmark ==")
         say(
@@ -582,6 +613,7 @@ class Benchmark:
             self.models[name] = build_model(name, build_dir)
         archivers: dict[str, list[str]] = {
             TORCHWICK: [str(self.options.torchwick_python), "-m", "torchwick.archiver"],
+            TORCHWICK_BASE: [str(self._python(TORCHWICK_BASE)), "-m", "torchwick.archiver"],
             TORCHSERVE: [str(self.options.torchserve_venv / "bin" / "torch-model-archiver")],
         }
         if self.options.archiver == "torchwick":
@@ -711,7 +743,7 @@ class Benchmark:
                         "ping_s": timing.ping_s,
                         "frontend_idle_rss": server.frontend_rss(),
                     }
-                    if repeat == 0:
+                    if repeat < self.options.ping_repeats:
                         request = build_request(HOST, server.inference_port, "/ping", None, None)
                         result, cpu = self._load(
                             port=server.inference_port,
@@ -723,12 +755,20 @@ class Benchmark:
                         )
                         record["ping_throughput_c32"] = result.throughput
                         record["ping_p50_ms"] = result.p(0.5)
+                        record["ping_p90_ms"] = result.p(0.9)
+                        record["ping_p99_ms"] = result.p(0.99)
                         record["ping_errors"] = result.errors
                         record["ping_frontend_cores"] = cpu.frontend_s / result.window_s
                         record["ping_client_cores"] = cpu.client_s / result.window_s
                     self.results.startup.append(record)
                 finally:
                     self._stop(server)
+
+    def _python(self, name: str) -> Path:
+        """The interpreter that runs torchwick for server ``name`` (torchwick or its base)."""
+        if name == TORCHWICK_BASE and self.options.baseline_python is not None:
+            return self.options.baseline_python
+        return self.options.torchwick_python
 
     def _order(self, index: int) -> list[str]:
         return list(self.servers) if index % 2 == 0 else list(reversed(self.servers))
@@ -739,7 +779,7 @@ class Benchmark:
         if name == TORCHSERVE:
             prefix = [str(self.options.torchserve_venv / "bin" / "torchserve")]
         else:
-            prefix = [str(self.options.torchwick_python), "-m", "torchwick.server"]
+            prefix = [str(self._python(name)), "-m", "torchwick.server"]
         return Server(
             kind=name,
             command_prefix=prefix,
@@ -952,7 +992,9 @@ def config_ceiling(results: Results, config: ServingConfig) -> float | None:
 
 def report(options: Options, configs: Sequence[ServingConfig], results: Results) -> None:
     summaries = group(results)
-    servers = [s for s in (TORCHWICK, TORCHSERVE) if s in results.meta.get("servers", [])]
+    known = (TORCHWICK, TORCHWICK_BASE, TORCHSERVE)
+    servers = [s for s in known if s in results.meta.get("servers", [])]
+    versus_ts = TORCHWICK in servers and TORCHSERVE in servers
 
     say()
     say("== In-process forward ceiling (TorchScript forward only, in this process)")
@@ -1006,7 +1048,7 @@ def report(options: Options, configs: Sequence[ServingConfig], results: Results)
                     LABELS[name],
                     fmt_s(median([s["ping_s"] for s in empty]) if empty else None),
                     fmt_mb(median(rss) if rss else None),
-                    fmt_rate(pings[0]["ping_throughput_c32"]) if pings else "-",
+                    fmt_rate(median([s["ping_throughput_c32"] for s in pings])) if pings else "-",
                     fmt_s(median([s["ping_s"] for s in starts]) if starts else None),
                     fmt_s(
                         median([s["model_s"] for s in starts if s["model_s"] is not None])
@@ -1032,11 +1074,10 @@ def report(options: Options, configs: Sequence[ServingConfig], results: Results)
         )
         headers = ["config", "c"]
         for name in servers:
-            short = "tw" if name == TORCHWICK else "TS"
-            headers += [f"{short} req/s", "±", "p50", "p90", "p99", "err"]
-        if len(servers) == 2:
+            headers += [f"{SHORT[name]} req/s", "±", "p50", "p90", "p99", "err"]
+        if versus_ts:
             headers += ["tw/TS req/s", "tw/TS p50"]
-        headers += ["ceiling"] + [f"{'tw' if n == TORCHWICK else 'TS'}/ceil" for n in servers]
+        headers += ["ceiling"] + [f"{SHORT[n]}/ceil" for n in servers]
         rows = []
         for config in configs:
             ceiling = config_ceiling(results, config)
@@ -1052,8 +1093,8 @@ def report(options: Options, configs: Sequence[ServingConfig], results: Results)
                         row += [fmt_rate(summary.throughput), f"{summary.spread * 50:.0f}%",
                                 fmt_ms(summary.p50), fmt_ms(summary.p90), fmt_ms(summary.p99),
                                 str(summary.errors)]  # fmt: skip
-                if len(servers) == 2:
-                    tw, ts = got
+                if versus_ts:
+                    tw, ts = got[servers.index(TORCHWICK)], got[servers.index(TORCHSERVE)]
                     row += [
                         fmt_ratio(tw.throughput if tw else None, ts.throughput if ts else None),
                         fmt_ratio(tw.p50 if tw else None, ts.p50 if ts else None),
@@ -1091,6 +1132,12 @@ def report(options: Options, configs: Sequence[ServingConfig], results: Results)
                    "beside", "rest", "frontend us/req"], rows))  # fmt: skip
 
         headline(configs, results, summaries, servers)
+
+    if TORCHWICK in servers and TORCHWICK_BASE in servers:
+        keys = [(c.key, n) for c in configs for n in c.concurrencies]
+        report_baseline(
+            keys, summaries, results.startup, table=table, fmt_rate=fmt_rate, fmt_ms=fmt_ms, say=say
+        )
 
 
 def headline(

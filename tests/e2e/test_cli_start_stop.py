@@ -220,15 +220,20 @@ def test_torchserve_start_and_stop_real_server(tmp_path: Path) -> None:
     environ["TMPDIR"] = str(tmp_path)
 
     def torchserve(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [*torchserve_command(), *args],
-            cwd=tmp_path,
-            env=environ,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
+        # Files, not pipes: the started server inherits the launcher's stdout/stderr (as
+        # TorchServe's does), so a pipe would stay open until the server stops.
+        out, err = tmp_path / "launcher.out", tmp_path / "launcher.err"
+        with out.open("w") as stdout, err.open("w") as stderr:
+            code = subprocess.run(
+                [*torchserve_command(), *args],
+                cwd=tmp_path,
+                env=environ,
+                stdout=stdout,
+                stderr=stderr,
+                timeout=120,
+                check=False,
+            ).returncode
+        return subprocess.CompletedProcess(args, code, out.read_text(), err.read_text())
 
     started = torchserve(
         "--start", "--model-store", "model_store", "--ts-config", "ts.properties", "--ncs"

@@ -103,3 +103,6 @@ class LoadSpec:
     adaptive_threads: bool = False
     max_response_size: int = DEFAULT_MAX_RESPONSE_SIZE
     metrics_config: str | None = None
+    #: Folders appended to the worker's ``sys.path`` after ``model_dir``: the per-model pip
+    #: target of ``install_py_dep_per_model`` (empty otherwise).
+    extra_paths: list[str] = field(default_factory=list)

@@ -115,8 +115,9 @@ class ModelService:
             raise HandlerLoadError(f"metrics_config: {exc}") from exc
         # Appended, as TorchServe's PYTHONPATH does, so an archive's files cannot shadow the
         # standard library; the handler file itself is imported by path, not by this entry.
-        if spec.model_dir not in sys.path:
-            sys.path.append(spec.model_dir)
+        for path in (spec.model_dir, *spec.extra_paths):
+            if path not in sys.path:
+                sys.path.append(path)
         context = Context(
             spec.model_name,
             spec.model_dir,

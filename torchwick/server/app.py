@@ -13,7 +13,8 @@ inference and management on one port when their addresses match).
 
 Shutdown (SIGTERM or SIGINT): stop accepting connections and calls, let in-flight requests
 finish (at most ``GRACEFUL_SHUTDOWN_S``; a second signal cuts the wait), stop the workers,
-delete the key file and flush the access log.
+delete the key file and flush the access log. Config snapshots (``snapshots.py``) are written
+after the startup models load, after each management change and at a clean stop.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from .observability import (
 )
 from .security.tokens import TokenAuthority
 from .settings import Settings
+from .snapshots import SnapshotWriter
 from .traffic import TrafficCollector
 from .workers import WorkerSupervisor
 
@@ -105,6 +107,7 @@ class _Server:
         self.signals = 0
         self.servers: list[RunningListener] = []
         self.grpc: GrpcServers | None = None
+        self.snapshots: SnapshotWriter | None = None
 
     async def run(self) -> int:
         settings = self.settings
@@ -124,6 +127,11 @@ class _Server:
         metrics.queue_source = plane.batcher_stats
         metrics.registry.register(model_metrics)
         metrics.registry.register(TrafficCollector(plane.traffic))
+        self.snapshots = (
+            SnapshotWriter(settings, plane.snapshot) if settings.snapshots_enabled else None
+        )
+        if self.snapshots is not None:
+            plane.models_changed = self.snapshots.save
         access_log = AccessLog(settings.log_location / ACCESS_LOG_FILE)
         parts = _Parts(plane, supervisor, tokens, access_log, model_metrics, plans)
         try:
@@ -146,6 +154,8 @@ class _Server:
         log.info("stop requested; finishing in-flight requests")
         loader.cancel()
         await asyncio.gather(loader, return_exceptions=True)
+        if self.snapshots is not None:
+            self.snapshots.save("shutdown")
         await self._shutdown(parts)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
@@ -198,10 +208,18 @@ class _Server:
             print(message, flush=True)
 
     async def _load_startup_models(self, plane: DataPlane) -> None:
+        if self.settings.restore_models:
+            log.info(
+                "restoring %d model version(s) from config snapshot %s",
+                len(self.settings.restore_models),
+                self.settings.config_file,
+            )
         try:
             await plane.load_startup_models()
         except Exception:
             log.exception("loading the startup models failed; the server keeps running")
+        if self.snapshots is not None:
+            self.snapshots.save("startup")
         log.info("Model server started.")
         print("Model server started.", flush=True)
 

@@ -1,8 +1,10 @@
 """The ``torchserve`` command: TorchServe 0.12's flags, torchwick's server.
 
 ``torchserve [--start]`` starts the server in the background and returns once it answers
-``/ping`` (printing ``Model server started.``); ``--foreground`` runs it in this process until
-it is stopped; ``--stop`` stops a background (or foreground) server; ``-v`` prints the version.
+``/ping`` (printing ``Model server started.``); the server keeps writing its log lines (and its
+workers') to the launcher's stdout/stderr, as TorchServe's does. ``--foreground`` runs it in
+this process until it is stopped; ``--stop`` stops a background (or foreground) server;
+``-v`` prints the version.
 ``--workflow-store``, ``--plugins-path`` and ``--cpp-log-config`` are accepted and ignored with
 a warning. Every failure is reported in one line on stderr with exit status 1 (2 for bad usage).
 """
@@ -131,8 +133,17 @@ def torchserve_main(argv: Sequence[str] | None = None, prog: str = "torchserve")
     except ConfigError as error:
         print(f"torchwick: configuration error: {error}", file=sys.stderr)
         return 1
+    # Flush what this process printed so far: the server writes to the same stdout/stderr.
+    sys.stdout.flush()
+    sys.stderr.flush()
     return start_daemon(
-        settings, forward_args(options, cwd), environ, cwd, out=sys.stdout, err=sys.stderr
+        settings,
+        forward_args(options, cwd),
+        environ,
+        cwd,
+        out=sys.stdout,
+        err=sys.stderr,
+        console=True,
     )
 
 

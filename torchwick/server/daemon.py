@@ -1,10 +1,14 @@
 """Background start and stop of the server (``torchserve --start`` / ``--stop``).
 
-``start_daemon`` spawns ``python -m torchwick.server --foreground ...`` in a new session with
-its output appended to ``<log_location>/torchwick_stdout.log``, then waits until ``GET /ping``
-on the inference address answers 200 (prints ``Model server started.``, returns 0), the child
-exits (prints the tail of its log, returns 1) or the wait times out (returns 1; the child keeps
-running and can be stopped).
+``start_daemon`` spawns ``python -m torchwick.server --foreground ...`` in a new session, then
+waits until ``GET /ping`` on the inference address answers 200 (prints ``Model server
+started.``, returns 0), the child exits (returns 1) or the wait times out (returns 1; the child
+keeps running and can be stopped). With ``console=True`` (what ``torchserve --start`` does,
+like TorchServe's launcher) the server inherits the launcher's stdout and stderr, so its log
+lines and its workers' (``MODEL_LOG``-style, tracebacks included) keep arriving wherever the
+launcher's output goes: a terminal, a pipe a tool reads, or a file the caller redirected it
+to. Otherwise its output is appended to ``<log_location>/torchwick_stdout.log`` and a failed
+start prints that file's tail.
 
 The server process itself owns the PID file ``$TMPDIR/.torchwick_server.pid`` (see
 ``claim_pid_file``): JSON with its pid and key-file path, created with mode 0600, never
@@ -28,10 +32,12 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import IO, TextIO
 
 from .config.addresses import ListenAddress, parse_address
+from .config.errors import ConfigError
 from .security.files import PRIVATE_MODE
+from .security.tls import load_tls_material
 from .security.tokens import read_key_file
 from .settings import Settings
 
@@ -155,13 +161,16 @@ def start_daemon(
     err: TextIO,
     command: Sequence[str] | None = None,
     timeout_s: float | None = None,
+    console: bool = False,
 ) -> int:
     """Start the server in the background and wait until it is healthy; return the exit code.
 
     ``forward_args`` are the CLI flags for the child; ``command`` replaces the whole child
     command line (tests use it). The wait lasts ``timeout_s``, by default the longer of
     ``START_TIMEOUT_S`` and ``default_startup_timeout`` (startup models load before ``/ping``
-    answers 200). Never raises for a failed start: it reports and returns 1.
+    answers 200). ``console`` makes the child inherit this process's stdout/stderr instead
+    of writing ``torchwick_stdout.log``. Never raises for a failed start: it reports and
+    returns 1.
     """
     if timeout_s is None:
         timeout_s = max(START_TIMEOUT_S, float(settings.default_startup_timeout))
@@ -182,37 +191,44 @@ def start_daemon(
     argv = list(command or [sys.executable, "-m", "torchwick.server", "--foreground"])
     if command is None:
         argv.extend(forward_args)
-    with log_path.open("ab") as log:
-        log.write(f"\n--- starting torchwick at {time.ctime()} ---\n".encode())
-        log.flush()
+    with contextlib.ExitStack() as stack:
+        output: int | IO[bytes] | None = None  # None: inherit the launcher's stdout/stderr
+        if not console:
+            log = stack.enter_context(log_path.open("ab"))
+            log.write(f"\n--- starting torchwick at {time.ctime()} ---\n".encode())
+            log.flush()
+            output = log
         child = subprocess.Popen(
             argv,
             cwd=cwd,
             env=dict(environ),
             stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
+            stdout=output,
+            stderr=subprocess.STDOUT if output is not None else None,
             start_new_session=True,
             close_fds=True,
         )
     deadline = time.monotonic() + timeout_s
     last_status: int | None = None
+    ca_pem = _server_certificate(settings) if address.is_tls else None
     while time.monotonic() < deadline:
         code = child.poll()
         if code is not None:
             print(f"torchwick failed to start (exit status {code}).", file=err)
-            print(f"Last lines of {log_path}:\n{_tail(log_path)}", file=err)
+            if not console:
+                print(f"Last lines of {log_path}:\n{_tail(log_path)}", file=err)
             return 1
-        last_status = ping(address, _inference_key(settings.key_file), settings.certificate_file)
+        last_status = ping(address, _inference_key(settings.key_file), ca_pem)
         record = read_pid_record(pid_path)
         if last_status == 200 and record is not None and record.pid == child.pid:
             print("Model server started.", file=out, flush=True)
             return 0
         time.sleep(_POLL_S)
     answer = "no answer" if last_status is None else f"status {last_status}"
+    where = "its output" if console else str(log_path)
     print(
         f"torchwick did not become healthy within {timeout_s:.0f} s (last /ping: {answer}). "
-        f"It is still running as pid {child.pid}; see {log_path}, or stop it with "
+        f"It is still running as pid {child.pid}; see {where}, or stop it with "
         "torchserve --stop.",
         file=err,
     )
@@ -254,14 +270,16 @@ def stop_daemon(
     return 0
 
 
-def ping(address: ListenAddress, token: str | None, ca_file: Path | None) -> int | None:
-    """``GET /ping`` on ``address``; the HTTP status, or None when nothing answers."""
+def ping(address: ListenAddress, token: str | None, ca_pem: bytes | None) -> int | None:
+    """``GET /ping`` on ``address``; the HTTP status, or None when nothing answers.
+
+    Over https the server's own certificate (``ca_pem``) is the trust anchor."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     connection: http.client.HTTPConnection
     if address.uds_path is not None:
         connection = _UnixHTTPConnection(address.uds_path)
     elif address.is_tls:
-        context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+        context = ssl.create_default_context(cadata=ca_pem.decode("ascii") if ca_pem else None)
         context.check_hostname = False
         context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
         connection = http.client.HTTPSConnection(
@@ -309,6 +327,14 @@ def _something_listens(address: ListenAddress) -> bool:
     except OSError:
         return False
     return True
+
+
+def _server_certificate(settings: Settings) -> bytes | None:
+    try:
+        material = load_tls_material(settings)
+    except ConfigError:
+        return None
+    return material.cert_pem if material is not None else None
 
 
 def _inference_key(key_file: Path) -> str | None:

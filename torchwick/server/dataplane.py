@@ -133,6 +133,7 @@ class DataPlane(ModelManagement):
         self._startup_pending = True
         #: Traffic policies (docs/traffic.md); those in ``models=`` wait for their versions.
         self.traffic = TrafficEngine(self._registry, clock)
+        self.traffic.on_change = self._changed
         for name, versions in settings.models.items():
             for options in versions.values():
                 if "traffic" in options:

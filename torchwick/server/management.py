@@ -23,12 +23,13 @@ from torchwick.server.errors import (
     ServiceUnavailable,
     TorchwickError,
 )
-from torchwick.server.model_store import ModelStore
+from torchwick.server.model_store import ModelStore, PreparedModel
 from torchwick.server.registry import (
     ModelRegistry,
     ModelVersionEntry,
     PoolFactory,
     RegisterRequest,
+    StartupModel,
     admit,
     apply_default_versions,
     parse_load_models,
@@ -36,6 +37,7 @@ from torchwick.server.registry import (
 )
 from torchwick.server.scheduling import no_worker_message
 from torchwick.server.settings import Settings
+from torchwick.server.store.py_deps import install_requirements, requirements_path
 from torchwick.server.traffic import TrafficEngine
 from torchwick.server.workers.devices import usable_cpus
 
@@ -56,6 +58,12 @@ class ModelManagement:
     _cpu_count: int | None
     _startup_pending: bool
     traffic: TrafficEngine
+    #: Called after each successful management change (the config snapshot writer).
+    models_changed: Callable[[], object] | None = None
+
+    def _changed(self) -> None:
+        if self.models_changed is not None:
+            self.models_changed()
 
     def _ensure_monitor(self) -> None:
         raise NotImplementedError  # provided by DataPlane
@@ -73,6 +81,7 @@ class ModelManagement:
         entry = await self._admit(req, None)
         result = await self._start(entry, req.synchronous)
         self.traffic.offer_archive_policy(entry)
+        self._changed()
         return result
 
     async def _admit(self, req: RegisterRequest, workers: int | None) -> ModelVersionEntry:
@@ -85,6 +94,7 @@ class ModelManagement:
             self._store.discard(None, downloaded)
             raise
         try:
+            extra_paths = await self._install_py_deps(req, prepared)
             entry = admit(
                 request=req,
                 prepared=prepared,
@@ -93,12 +103,26 @@ class ModelManagement:
                 pools=self._pools,
                 clock=self._clock,
                 startup_workers=workers,
+                extra_paths=extra_paths,
             )
         except BaseException:
             self._store.discard(prepared.workdir, downloaded)
             raise
         entry.short_since = self._clock()
         return entry
+
+    async def _install_py_deps(
+        self, req: RegisterRequest, prepared: PreparedModel
+    ) -> tuple[str, ...]:
+        """With ``install_py_dep_per_model``, pip-install the archive's requirements file into
+        its private folder; the folder for the workers' path (``store/py_deps.py``)."""
+        manifest = prepared.extracted.manifest
+        requirements = requirements_path(prepared.extracted.root, manifest.model.requirements_file)
+        if not self._settings.install_py_dep_per_model or requirements is None:
+            return ()
+        name = req.model_name or manifest.model.model_name or requirements.parent.name
+        target = await install_requirements(name, requirements, prepared.workdir)
+        return (str(target),)
 
     async def _start(self, entry: ModelVersionEntry, synchronous: bool) -> OperationResult:
         spec = entry.spec
@@ -147,7 +171,10 @@ class ModelManagement:
 
     async def _load_startup_models(self) -> None:
         settings = self._settings
-        wanted = parse_load_models(settings.load_models, self._store.discover)
+        if settings.restore_models:  # from a config snapshot: replaces load_models
+            wanted = [StartupModel(name, url) for name, url in settings.restore_models]
+        else:
+            wanted = parse_load_models(settings.load_models, self._store.discover)
         workers = startup_workers(
             settings.default_workers_per_model,
             self._pools.gpus.visible,
@@ -206,6 +233,7 @@ class ModelManagement:
             finally:
                 if min_worker == 0:  # nothing will ever serve what is still queued
                     entry.batcher.fail_pending(ServiceUnavailable(no_worker_message(model)))
+        self._changed()
         if not synchronous:
             return OperationResult(Outcome.ACCEPTED, PROCESSING_UPDATES)
         if running < min_worker:
@@ -232,6 +260,7 @@ class ModelManagement:
                 raise ModelNotFound(f"Model not found: {model}")
             self._registry.check_removable(entry)
             done = await self._teardown(entry, float(self._settings.unregister_model_timeout))
+        self._changed()
         if not done:
             raise RequestTimeout(f"Timed out while cleaning resources: {model}")
         return OperationResult(Outcome.DONE, f'Model "{model}" unregistered')
@@ -260,6 +289,7 @@ class ModelManagement:
     def set_default(self, model: str, version: str) -> OperationResult:
         """Make ``version`` the default of ``model``."""
         self._registry.set_default(model, version)
+        self._changed()
         return OperationResult(
             Outcome.DONE, f'Default version successfully updated for model "{model}" to "{version}"'
         )

@@ -79,6 +79,8 @@ class ModelVersionConfig:
     decode_input_request: bool = True
     service_envelope: str | None = None
     metrics_config: str | None = None
+    #: The per-model pip target folder(s) (``install_py_dep_per_model``), for workers' sys.path.
+    extra_paths: tuple[str, ...] = ()
 
     def load_spec(self, *, gpu_id: int | None, threads: int, adaptive_threads: bool) -> LoadSpec:
         """The LOAD frame for one worker of this version: this config plus the worker's placement.
@@ -101,6 +103,7 @@ class ModelVersionConfig:
             decode_input_request=self.decode_input_request,
             service_envelope=self.service_envelope,
             metrics_config=self.metrics_config,
+            extra_paths=list(self.extra_paths),
             threads=max(1, threads),
             adaptive_threads=adaptive_threads,
             max_response_size=self.max_response_size,

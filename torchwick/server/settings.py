@@ -72,6 +72,10 @@ class Settings:
     #: TLS: PEM private key and certificate; when both are set the HTTP listeners use HTTPS.
     private_key_file: Path | None = None
     certificate_file: Path | None = None
+    #: TLS from a PKCS12 keystore (TorchServe's keys; used before the PEM files when set).
+    keystore: Path | None = None
+    keystore_pass: str | None = None
+    keystore_type: str | None = None
     #: torch threads per worker; 0 means cores / total workers.
     worker_threads: int = 0
     #: Seconds between worker heartbeats; a worker silent for 3 intervals is replaced.
@@ -80,6 +84,11 @@ class Settings:
     log_config: Path | None = None
     #: ``False`` with ``--ncs``: no config snapshots are written or restored.
     snapshots_enabled: bool = True
+    #: Set when the config came from a snapshot with ``model_snapshot``: the (name, archive)
+    #: pairs to register at startup instead of ``load_models`` (``torchwick.server.snapshots``).
+    restore_models: tuple[tuple[str, str], ...] = ()
+    #: Snapshot files that were skipped (corrupt), one message each; logged at startup.
+    snapshot_problems: tuple[str, ...] = ()
     foreground: bool = False
     #: Keys seen in config.properties that torchwick does not know (warned about once).
     unknown_keys: tuple[str, ...] = ()

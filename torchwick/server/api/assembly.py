@@ -15,6 +15,7 @@ from typing import Literal, Protocol
 
 from fastapi import FastAPI
 from fastapi.responses import Response
+from starlette.routing import BaseRoute, Router
 from starlette.types import ASGIApp
 
 from torchwick.server.observability.metrics import FrontendMetrics
@@ -75,7 +76,11 @@ class RestApis:
         """The ASGI app of a listener serving ``apis`` (see the module docs)."""
         settings = self.settings
         docs = ApiDocuments(" + ".join(TITLES[api] for api in apis))
+        hot_routes: list[BaseRoute] = []
         app = FastAPI(
+            # FastAPI's native OpenTelemetry looks its providers up on every request; torchwick
+            # measures and traces below the adapters instead.
+            telemetry={"tracing": False, "metrics": False, "logs": False},
             title=docs.title,
             openapi_url="/openapi.json",
             docs_url="/docs",
@@ -91,8 +96,7 @@ class RestApis:
                 docs=docs,
             )
             oip = OipRestApi(self.plane, self.tokens, max_request_size=settings.max_request_size)
-            # First: the prediction routes are the hot path, and Starlette tries routes in order.
-            app.router.routes[0:0] = [*inference.routes(), *oip.raw_routes()]
+            hot_routes = [*inference.routes(), *oip.raw_routes()]
             app.include_router(oip.router())
             docs.extra_paths.append(inference.paths)
             docs.extra_paths.append(oip.paths)
@@ -134,8 +138,15 @@ class RestApis:
             include_in_schema=False,
         )
         docs.bind(app)
+        # The hot path (predictions, explanations, /ping, OIP infer) is routed by a Starlette
+        # Router of its own in front of FastAPI: FastAPI's middleware stack and per-request
+        # telemetry cost more than the rest of the frontend's work for a small model
+        # (docs/performance.md); everything else falls through to the FastAPI app.
+        served: ASGIApp = app
+        if hot_routes:
+            served = Router(routes=hot_routes, default=app, redirect_slashes=False)
         return ServingMiddleware(
-            app,
+            served,
             self.fixed_headers,
             max_request_size=settings.max_request_size,
             metrics=self.metrics,

@@ -8,12 +8,15 @@ For every HTTP request it
    redirect is sent);
 3. refuses a declared ``Content-Length`` over ``max_request_size`` with 413 before anything
    of the body is read, and closes that connection (the body stays unread);
-4. runs the FastAPI app; adds the request id, no-cache and CORS headers to whatever it sends;
+4. runs the app (the hot-path router, falling through to FastAPI); adds the request id,
+   no-cache and CORS headers to whatever it sends;
 5. counts the response (Requests2XX/4XX/5XX) and queues an access-log line.
 
-An exception the app did not answer (FastAPI's server-error layer has already sent the JSON
-500 and re-raises so that someone logs it) is logged here with its traceback and absorbed,
-so uvicorn never prints a second, bare traceback.
+A ``TorchwickError`` from a hot-path route is answered here with the error JSON. An exception
+nobody answered is answered 500 with the error JSON; one FastAPI already answered (its
+server-error layer sends the JSON 500 and re-raises so that someone logs it) is only logged.
+Either way it is logged here with its traceback and absorbed, so uvicorn never prints a
+second, bare traceback.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ import time
 from typing import Protocol
 
 from starlette.types import ASGIApp
+
+from torchwick.server.errors import InternalError, PayloadTooLarge, TorchwickError
 
 from .responses import (
     CLIENT_GONE_KEY,
@@ -117,8 +122,17 @@ class ServingMiddleware:
                 )
             else:
                 await self.app(scope, receive, send_with_headers)
+        except TorchwickError as error:
+            # From a hot-path route (FastAPI answers its own routes' errors itself).
+            if status:
+                log.warning("request %s failed after its response started: %s", request_id, error)
+            else:
+                await send_error(send_with_headers, error, close=isinstance(error, PayloadTooLarge))
         except Exception:
             log.exception("unexpected error serving %s %s", scope["method"], scope["path"])
+            if not status:
+                internal = InternalError("Internal server error; see the server log")
+                await send_error(send_with_headers, internal)
         if scope.get(CLIENT_GONE_KEY) and not status:
             status = CLIENT_CLOSED
         else:  # nothing was sent to a client that left, so there is nothing to count

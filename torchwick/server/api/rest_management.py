@@ -9,14 +9,19 @@ TorchServe's 200/202/206; failures are ``TorchwickError``s answered by the app's
 
 Query parameters are declared with their types, so FastAPI validates them and documents them;
 a value that does not parse is TorchServe's 400 JSON naming the parameter (``errors_http``).
+A parameter given with an empty value (``?limit=&next_page_token=``) means "not given", as in
+TorchServe (``LenientQueryRoute`` drops it before validation).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Coroutine
 from typing import Annotated, Any, Protocol
+from urllib.parse import parse_qsl, urlencode
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
+from fastapi.routing import APIRoute
 
 from torchwick.server.contracts import ModelPage, ModelStatus, OperationResult
 from torchwick.server.dataplane import RegisterRequest
@@ -89,6 +94,27 @@ def _authorization(request: Request) -> str | None:
     return request.headers.get("authorization")
 
 
+def drop_empty_query_values(query: bytes) -> bytes:
+    """``query`` without the parameters whose value is empty (``limit=``, a bare ``limit``)."""
+    pairs = parse_qsl(query.decode("latin-1"), keep_blank_values=True, encoding="latin-1")
+    return urlencode([(k, v) for k, v in pairs if v.strip()], encoding="latin-1").encode("latin-1")
+
+
+class LenientQueryRoute(APIRoute):
+    """A route on which an empty query value means the parameter was not given."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def lenient(request: Request) -> Response:
+            query = request.scope.get("query_string", b"")
+            if query:
+                request.scope["query_string"] = drop_empty_query_values(query)
+            return await handler(request)
+
+        return lenient
+
+
 def management_router(
     plane: ManagementPlane,
     metrics: ModelForgetter,
@@ -106,7 +132,7 @@ def management_router(
             tokens.check("management", _authorization(request))
 
         guarded = [Depends(require_management)]
-    router = APIRouter(dependencies=guarded)
+    router = APIRouter(dependencies=guarded, route_class=LenientQueryRoute)
 
     @router.get("/models", operation_id="listModels", summary="List models.")
     async def list_models(
@@ -252,7 +278,7 @@ def token_router(tokens: TokenAuthorityLike) -> APIRouter:
     def require_api_key(request: Request) -> None:
         tokens.check_api_key(_authorization(request))
 
-    router = APIRouter(dependencies=[Depends(require_api_key)])
+    router = APIRouter(dependencies=[Depends(require_api_key)], route_class=LenientQueryRoute)
 
     @router.get(
         "/token",

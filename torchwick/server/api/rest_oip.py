@@ -24,13 +24,14 @@ from fastapi.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from torchwick.server.contracts import ModelMetadata
-from torchwick.server.errors import TorchwickError
+from torchwick.server.errors import MethodNotAllowed, TorchwickError
 from torchwick.server.oip import decode_infer_request, encode_infer_response, parse_header_length
 from torchwick.server.oip.serving import OipPlane, OipService
 
 from .disconnect import DisconnectMonitor
 from .responses import (
     CLIENT_GONE_KEY,
+    NOT_ALLOWED_MESSAGE,
     REQUEST_ID_KEY,
     STARTED_KEY,
     ClientDisconnected,
@@ -95,13 +96,12 @@ class OipRestApi:
             self.tokens.check("inference", authorization)
 
     def raw_routes(self) -> list[BaseRoute]:
-        """The infer routes (raw ASGI; any method but POST is a 405 from the endpoint)."""
+        """The infer routes (raw ASGI, on the hot-path router; any method but POST is a 405
+        answered by the endpoint in the protocol's error body)."""
         endpoint = _Infer(self)
         return [
-            Route("/v2/models/{model_name}/infer", endpoint, methods=["POST"]),
-            Route(
-                "/v2/models/{model_name}/versions/{model_version}/infer", endpoint, methods=["POST"]
-            ),
+            Route("/v2/models/{model_name}/infer", endpoint),
+            Route("/v2/models/{model_name}/versions/{model_version}/infer", endpoint),
         ]
 
     def router(self) -> APIRouter:
@@ -212,6 +212,8 @@ class _Infer:
         api = self.api
         params: dict[str, str] = scope["path_params"]
         try:
+            if scope["method"] != "POST":
+                raise MethodNotAllowed(NOT_ALLOWED_MESSAGE)
             raw = header(scope, b"authorization")
             api._check(None if raw is None else raw.decode("latin-1"))
             try:

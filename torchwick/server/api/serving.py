@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import os
 import socket
 import stat
 from collections.abc import Generator
@@ -23,6 +22,8 @@ import uvicorn
 from starlette.types import ASGIApp
 
 from torchwick.server.config.addresses import ListenAddress
+from torchwick.server.config.errors import ConfigError
+from torchwick.server.security.tls import TlsMaterial, load_tls_material, pem_files
 from torchwick.server.settings import Settings
 
 BACKLOG = 2048
@@ -124,42 +125,51 @@ async def start_uvicorn(
     """Serve ``app`` with uvicorn on an already bound socket (``Server.serve(sockets=...)``).
 
     Returns once the listener accepts connections. Raises ``ListenerError`` when HTTPS is asked
-    for without usable ``private_key_file``/``certificate_file``, or when uvicorn cannot
-    start on the socket.
+    for without a usable ``keystore`` or ``private_key_file``/``certificate_file``, or when
+    uvicorn cannot start on the socket.
     """
-    key_file: str | None = None
-    cert_file: str | None = None
+    material: TlsMaterial | None = None
     if address.is_tls:
-        key, cert = settings.private_key_file, settings.certificate_file
-        if key is None or cert is None:
+        try:
+            material = load_tls_material(settings)
+        except ConfigError as exc:
+            sock.close()
+            raise ListenerError(f"cannot set up {address}: {exc}") from None
+        if material is None:
             sock.close()
             raise ListenerError(
-                f"{address} is https but private_key_file and certificate_file are not both set"
+                f"{address} is https but neither keystore nor private_key_file and "
+                "certificate_file are set"
             )
-        key_file, cert_file = os.fspath(key), os.fspath(cert)
-    config = uvicorn.Config(
-        app,
-        http="httptools",
-        loop="none",
-        ws="none",
-        lifespan="off",
-        interface="asgi3",
-        access_log=False,
-        log_config=None,
-        proxy_headers=False,
-        server_header=False,
-        date_header=False,
-        backlog=BACKLOG,
-        timeout_keep_alive=KEEP_ALIVE_S,
-        timeout_graceful_shutdown=graceful_shutdown_s,
-        ssl_keyfile=key_file,
-        ssl_certfile=cert_file,
-    )
-    try:
-        config.load()
-    except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
-        sock.close()
-        raise ListenerError(f"cannot set up {address}: {exc}") from None
+    with contextlib.ExitStack() as stack:
+        key_file, cert_file = (
+            stack.enter_context(pem_files(material)) if material is not None else (None, None)
+        )
+        config = uvicorn.Config(
+            app,
+            http="httptools",
+            loop="none",
+            ws="none",
+            lifespan="off",
+            interface="asgi3",
+            access_log=False,
+            log_config=None,
+            proxy_headers=False,
+            server_header=False,
+            date_header=False,
+            backlog=BACKLOG,
+            timeout_keep_alive=KEEP_ALIVE_S,
+            timeout_graceful_shutdown=graceful_shutdown_s,
+            ssl_keyfile=key_file,
+            ssl_certfile=cert_file,
+        )
+        try:
+            # ``load`` reads the key and certificate into its SSLContext; converted keystore
+            # material on disk is removed when this block ends.
+            config.load()
+        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+            sock.close()
+            raise ListenerError(f"cannot set up {address}: {exc}") from None
     server = ListenerServer(config)
     task = asyncio.get_running_loop().create_task(server.serve(sockets=[sock]))
     serving = asyncio.ensure_future(server.serving.wait())

@@ -189,6 +189,7 @@ KEYS: dict[str, KeySpec] = {
         "certificate_file",
         "metrics_config",
         "token_file",
+        "keystore",
     ),
     **_same(
         _int(0),
@@ -202,7 +203,7 @@ KEYS: dict[str, KeySpec] = {
     **_same(_int(1), "metric_time_interval"),
     **_same(_optional_int(0), "number_of_gpu"),
     **_same(_positive_float, "token_expiration_min", "worker_heartbeat_s"),
-    **_same(_optional_text, "default_service_handler"),
+    **_same(_optional_text, "default_service_handler", "keystore_pass", "keystore_type"),
     **_same(_optional_text, "cors_allowed_origin", "cors_allowed_methods", "cors_allowed_headers"),
     "metrics_mode": KeySpec("metrics_mode", _choice("log", "prometheus", "legacy")),
     "service_envelope": KeySpec(
@@ -213,13 +214,15 @@ KEYS: dict[str, KeySpec] = {
     "blacklist_env_vars": KeySpec("blacklist_env_vars", _regex),
     # torchwick's model store and archive limits (docs/security.md)
     **_same(to_bool, "strict_allowed_urls"),
+    # torchwick only: false stops writing and restoring config snapshots (like --ncs)
+    "enable_snapshots": KeySpec("snapshots_enabled", to_bool),
     **_same(_int(1), "max_download_size", "max_archive_entries", "max_archive_uncompressed_size"),
     **_same(_positive_float, "download_timeout_s", "download_read_timeout_s"),
     **_same(_min_float(1.0), "max_archive_compression_ratio"),
 }
 
 #: Keys that steer loading itself; read from the file only.
-META_KEYS = frozenset({"enable_envvars_config", "use_env_allowed_urls", "models"})
+META_KEYS = frozenset({"enable_envvars_config", "use_env_allowed_urls", "models", "model_snapshot"})
 
 #: TorchServe keys accepted and ignored: they configure parts torchwick does not have.
 IGNORED_KEYS = frozenset(
@@ -234,12 +237,8 @@ IGNORED_KEYS = frozenset(
         "io_ratio",
         "ipex_enable",
         "ipex_gpu_enable",
-        "keystore",
-        "keystore_pass",
-        "keystore_type",
         "model_metrics_auto_detect",
         "model_server_home",
-        "model_snapshot",
         "netty_client_threads",
         "number_of_netty_threads",
         "plugins_path",

@@ -9,6 +9,7 @@ names exist: the environment and working directory are arguments, never globals.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 from collections.abc import Mapping
@@ -83,8 +84,18 @@ def load_settings(options: CliOptions, environ: Mapping[str, str], cwd: Path) ->
     does not parse, a missing ``$$ENV$$`` variable, a path that does not exist, or an
     inconsistent TLS setup. A missing model store is not an error here; the CLI demands one.
     """
+    from ..snapshots import SnapshotError, find_latest_snapshot, parse_model_snapshot
+
     cwd = cwd.absolute()
+    log_location = cwd / (environ.get("LOG_LOCATION") or "logs")
     config_file = find_config_file(options, environ, cwd)
+    problems: list[str] = []
+    explicit = bool(environ.get(CONFIG_FILE_ENV, "").strip()) or options.ts_config is not None
+    if not explicit and _snapshots_wanted(options, environ, cwd):
+        # TorchServe's order: the newest snapshot comes before ./config.properties.
+        latest, skipped = find_latest_snapshot(log_location)
+        problems.extend(skipped)
+        config_file = latest or config_file
     file_values = read_config_file(config_file) if config_file is not None else {}
 
     raw: dict[str, tuple[str, str]] = {}
@@ -127,9 +138,25 @@ def load_settings(options: CliOptions, environ: Mapping[str, str], cwd: Path) ->
             raise ConfigError(f"{error} (from {source})") from None
         unknown.extend(unknown_fields)
 
+    if "model_snapshot" in raw:
+        text, source = raw["model_snapshot"]
+        try:
+            restored = parse_model_snapshot(text, source)
+        except SnapshotError as error:
+            problems.append(f"ignoring the model snapshot: {error}")
+        else:
+            # A snapshot replaces load_models/--models and the models= JSON, as in TorchServe.
+            values["models"] = restored.models
+            values["restore_models"] = restored.register
+            unknown.extend(restored.unknown)
+            options = dataclasses.replace(options, models=None)
+    values["snapshot_problems"] = tuple(problems)
+
     _apply_cli(values, options, cwd)
+    if values.get("restore_models"):
+        values.pop("load_models", None)
     values["key_file"] = cwd / KEY_FILE_NAME
-    values["log_location"] = cwd / (environ.get("LOG_LOCATION") or "logs")
+    values["log_location"] = log_location
     values["metrics_location"] = cwd / (environ.get("METRICS_LOCATION") or "logs")
     values["config_file"] = config_file
     values["unknown_keys"] = tuple(unknown)
@@ -137,6 +164,22 @@ def load_settings(options: CliOptions, environ: Mapping[str, str], cwd: Path) ->
     _check_paths(settings)
     _check_tls(settings)
     return settings
+
+
+def _snapshots_wanted(options: CliOptions, environ: Mapping[str, str], cwd: Path) -> bool:
+    """False with ``--ncs``, ``TORCHWICK_ENABLE_SNAPSHOTS=false``, or ``enable_snapshots=false``
+    in ``./config.properties`` (read here because the snapshot is chosen before that file)."""
+    if options.no_config_snapshots:
+        return False
+    candidates = [("TORCHWICK_ENABLE_SNAPSHOTS", environ.get("TORCHWICK_ENABLE_SNAPSHOTS"))]
+    default = cwd / "config.properties"
+    if default.is_file():
+        # A broken file is reported when (if) it is read as the config.
+        with contextlib.suppress(ConfigError):
+            candidates.append(
+                ("enable_snapshots", read_config_file(default).get("enable_snapshots"))
+            )
+    return all(text is None or to_bool(key, text, cwd) for key, text in candidates)
 
 
 def _apply_cli(values: dict[str, Any], options: CliOptions, cwd: Path) -> None:
@@ -168,6 +211,7 @@ def _check_paths(settings: Settings) -> None:
         "private_key_file",
         "certificate_file",
         "token_file",
+        "keystore",
     ):
         path = getattr(settings, key)
         if path is not None and not Path(path).is_file():
@@ -175,25 +219,32 @@ def _check_paths(settings: Settings) -> None:
 
 
 def _check_tls(settings: Settings) -> None:
-    """Key and certificate come together, and HTTPS (or gRPC SSL) needs both."""
+    """Key and certificate come together, HTTPS (or gRPC SSL) needs a keystore or both, and
+    the TLS material must load (a wrong ``keystore_pass`` fails here, at start)."""
+    from ..security.tls import load_tls_material
+
     has_key = settings.private_key_file is not None
     if has_key != (settings.certificate_file is not None):
         raise ConfigError("private_key_file and certificate_file: set both for TLS, or neither")
-    if has_key:
+    if has_key or settings.keystore is not None:
+        load_tls_material(settings)
         return
     for key in ("inference_address", "management_address", "metrics_address"):
         if parse_address(getattr(settings, key), key=key).is_tls:
             raise ConfigError(
-                f"{key}: https needs private_key_file and certificate_file "
-                "(torchwick never generates a self-signed certificate)"
+                f"{key}: https needs a certificate: set private_key_file and certificate_file, "
+                "or keystore (torchwick never generates a self-signed certificate)"
             )
     if settings.enable_grpc_ssl:
-        raise ConfigError("enable_grpc_ssl: needs private_key_file and certificate_file")
+        raise ConfigError(
+            "enable_grpc_ssl: needs private_key_file and certificate_file, or keystore"
+        )
 
 
 def startup_warnings(settings: Settings) -> tuple[str, ...]:
     """The warnings the server owes its operator at startup, in a fixed order."""
     warnings: list[str] = []
+    warnings.extend(settings.snapshot_problems)
     if settings.unknown_keys:
         where = settings.config_file or "config.properties"
         warnings.append(

@@ -12,7 +12,8 @@ Settings applied to both servers:
   ``grpc.max_send_message_length`` (a larger message fails with ``RESOURCE_EXHAUSTED``);
 - ``grpc_{inference,management}_max_connection_age_ms`` and ``..._grace_ms``:
   ``grpc.max_connection_age_ms`` / ``grpc.max_connection_age_grace_ms`` (unset: unlimited);
-- ``enable_grpc_ssl``: TLS with ``private_key_file`` and ``certificate_file`` (the HTTPS keys);
+- ``enable_grpc_ssl``: TLS with the HTTPS keys (``keystore``, else ``private_key_file`` and
+  ``certificate_file``);
 - token authorization (``TokenInterceptor``) unless ``disable_token_authorization``;
 - malformed request messages answer ``INVALID_ARGUMENT`` (``DecodeGuard``).
 
@@ -32,6 +33,7 @@ import grpc
 from grpc import aio
 
 from torchwick.server.api.rest_management import ManagementPlane, ModelForgetter
+from torchwick.server.security.tls import load_tls_material
 from torchwick.server.security.tokens import TokenKind
 from torchwick.server.settings import Settings
 
@@ -124,11 +126,10 @@ def bind_target(host: str, port: int) -> str:
 def _credentials(settings: Settings) -> grpc.ServerCredentials | None:
     if not settings.enable_grpc_ssl:
         return None
-    # The config loader guarantees both files exist when enable_grpc_ssl is set.
-    assert settings.private_key_file is not None and settings.certificate_file is not None
-    key = settings.private_key_file.read_bytes()
-    cert = settings.certificate_file.read_bytes()
-    return grpc.ssl_server_credentials([(key, cert)])
+    # The config loader checked at start that the keystore or PEM files load.
+    material = load_tls_material(settings)
+    assert material is not None
+    return grpc.ssl_server_credentials([(material.key_pem, material.cert_pem)])
 
 
 def _bind(server: aio.Server, host: str, port: int, credentials: Any) -> int:

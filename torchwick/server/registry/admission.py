@@ -76,6 +76,7 @@ def admit(
     pools: PoolFactory,
     clock: Callable[[], float] = time.monotonic,
     startup_workers: int | None = None,
+    extra_paths: tuple[str, ...] = (),
 ) -> ModelVersionEntry:
     """Resolve the version's config, create its pool and batcher and add it to ``registry``.
 
@@ -103,6 +104,7 @@ def admit(
         has_config_file=extracted.manifest.model.config_file is not None,
         settings=settings,
         startup_workers=startup_workers,
+        extra_paths=extra_paths,
     )
     key = pool_key(spec)
     try:

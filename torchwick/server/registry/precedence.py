@@ -116,6 +116,7 @@ def resolve_version_config(
     has_config_file: bool,
     settings: Settings,
     startup_workers: int | None = None,
+    extra_paths: tuple[str, ...] = (),
 ) -> ModelVersionConfig:
     """The effective settings of ``name``/``version`` (see the module docstring for the rules).
 
@@ -186,4 +187,5 @@ def resolve_version_config(
         decode_input_request=settings.decode_input_request,
         service_envelope=settings.service_envelope,
         metrics_config=str(settings.metrics_config) if settings.metrics_config else None,
+        extra_paths=extra_paths,
     )

@@ -127,6 +127,12 @@ class TrafficEngine:
         self._events: dict[str, deque[dict[str, Any]]] = {}
         self.rollbacks: dict[tuple[str, str], int] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        #: Called after the policies in force change (the data plane's snapshot hook).
+        self.on_change: Callable[[], object] | None = None
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change()
 
     # -- hot path --------------------------------------------------------------------------
 
@@ -233,6 +239,8 @@ class TrafficEngine:
         elif transition.kind == "promoted":
             self._registry.set_default(model, spec.candidate)
             logger.info("canary of %s version %s promoted to default", model, spec.candidate)
+        if transition.kind != "advanced":
+            self._changed()
         else:
             logger.info(
                 "canary of %s version %s advanced to %g%%",
@@ -252,6 +260,8 @@ class TrafficEngine:
         self._live[model] = LivePolicy(policy, origin, self._clock())
         self._pending.pop(model, None)
         logger.info("traffic policy of %s set (%s): %s", model, origin, policy_json(policy))
+        if origin == "api":  # a configured one comes with a registration, which reports itself
+            self._changed()
         return policy
 
     def clear_policy(self, model: str) -> None:
@@ -259,6 +269,7 @@ class TrafficEngine:
         self._registry.model(model)
         self._live.pop(model, None)
         self._pending.pop(model, None)
+        self._changed()
 
     def policy_status(self, model: str) -> dict[str, Any]:
         """The policy in force with its live counters (404 for an unknown model)."""

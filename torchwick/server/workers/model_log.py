@@ -4,7 +4,9 @@ by the frontend and written, one line at a time, to ``<log_location>/model_log.l
 Every line is prefixed with the worker's name (``W-9000-<model>_<version>``) and the stream.
 Lines go to the ``torchwick.model_log`` logger. When nothing has configured that logger
 (no handlers), the supervisor attaches a file handler itself, so the model log exists by
-default; a composition root or log config that adds its own handlers takes precedence.
+default; a composition root or log config that adds its own handlers takes precedence. The
+logger propagates, so the lines also reach the console and the server log (TorchServe's
+``MODEL_LOG`` lines appear on its console and in ``ts_log.log`` too).
 """
 
 from __future__ import annotations
@@ -32,8 +34,9 @@ class ModelLog:
             handler.setFormatter(logging.Formatter("%(asctime)s [%(levelname)s] %(message)s"))
             self.logger.addHandler(handler)
             self.logger.setLevel(logging.INFO)
-            # The model log is its own file; worker chatter should not also flood the console.
-            self.logger.propagate = False
+            # Lines also propagate to the root logger (the console and the server log), as
+            # TorchServe's MODEL_LOG does: tools reading ``torchserve --start``'s output see a
+            # handler's prints and tracebacks.
             self._handler = handler
 
     async def pump(self, stream: asyncio.StreamReader, prefix: str) -> None:
