@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from tests.support.server import ServerOptions, ServerProcess, build_archive, running_server
+from torchwick.server.config.properties import parse_properties
 from torchwick.server.traffic import rendezvous
 
 HANDLER = """
@@ -314,3 +315,35 @@ def test_models_json_policy_is_applied_once_its_versions_exist(tmp_path: Path) -
         infer = server.client("inference")
         assert sum(_served(infer, 10).values()) == 10
         assert len(_served(infer, 10).keys()) == 2
+
+
+def test_a_policy_survives_a_restart_through_the_snapshot(tmp_path: Path) -> None:
+    first = tmp_path / "first"
+    _archives(first / "model_store")
+    policy = {"weights": {"1.0": 1, "2.0": 3}, "sticky": {"cookie": "uid"}}
+    with running_server(first, ServerOptions(enable_model_api=True)) as server:
+        mgmt = server.client("management", timeout=120.0)
+        for version in ("1.0", "2.0"):
+            params = {"url": f"ab-{version}.mar", "initial_workers": "1", "synchronous": "true"}
+            assert mgmt.post("/models", params=params).status_code == 200
+        assert mgmt.put("/traffic/ab", json=policy).status_code == 200
+        snapshots = server.workdir / "logs" / "config"
+    shutdown = [p for p in snapshots.iterdir() if p.name.endswith("-shutdown.cfg")]
+    assert len(shutdown) == 1
+    values = parse_properties(shutdown[0].read_text(encoding="utf-8"), source="snapshot")
+    saved = json.loads(values["model_snapshot"])["models"]["ab"]
+    assert saved["1.0"]["traffic"] == {
+        "weights": {"1.0": 1.0, "2.0": 3.0},
+        "sticky": policy["sticky"],
+    }
+    second = tmp_path / "second"
+    (second / "model_store").mkdir(parents=True)
+    for archive in (first / "model_store").glob("ab-*.mar"):
+        (second / "model_store" / archive.name).write_bytes(archive.read_bytes())
+    options = ServerOptions(config={"model_snapshot": values["model_snapshot"]})
+    with running_server(second, options) as server:
+        status = server.client("management").get("/traffic/ab").json()
+        assert status["policy"] == saved["1.0"]["traffic"], status
+        infer = server.client("inference")
+        seen = _served(infer, 8)
+        assert seen == {"1.0": 2, "2.0": 6}
