@@ -10,6 +10,7 @@ adapter into its own answer.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import replace
@@ -43,6 +44,8 @@ from torchwick.server.workers.devices import usable_cpus
 
 logger = logging.getLogger("torchwick.server.dataplane")
 
+#: How often a version being removed checks whether its queue has drained.
+_DRAIN_POLL_S = 0.02
 SCALING_IN_PROGRESS = "Workers scaling in progress..."
 PROCESSING_UPDATES = "Processing worker updates..."
 
@@ -259,21 +262,29 @@ class ModelManagement:
             if self._registry.get(model, entry.version) is not entry:  # 404 if already gone
                 raise ModelNotFound(f"Model not found: {model}")
             self._registry.check_removable(entry)
-            done = await self._teardown(entry, float(self._settings.unregister_model_timeout))
+            timeout = float(self._settings.unregister_model_timeout)
+            done = await self._teardown(entry, timeout, drain_queue=True)
         self._changed()
         if not done:
             raise RequestTimeout(f"Timed out while cleaning resources: {model}")
         return OperationResult(Outcome.DONE, f'Model "{model}" unregistered')
 
-    async def _teardown(self, entry: ModelVersionEntry, timeout: float) -> bool:
+    async def _teardown(
+        self, entry: ModelVersionEntry, timeout: float, *, drain_queue: bool = False
+    ) -> bool:
         """Forget ``entry``, fail its queue, let running batches finish for up to half of
         ``timeout``, then stop its workers within the rest. False when time ran out (the
-        pool keeps closing in the background)."""
+        pool keeps closing in the background). With ``drain_queue`` (an unregister) the
+        requests already queued are served first, for up to half of ``timeout`` (only what is
+        still queued then fails), and running batches get half of what is left."""
         self._registry.remove(entry, force=True)
         self.traffic.forget_version(entry.name, entry.version)
-        entry.batcher.stop(ServiceUnavailable(no_worker_message(entry.name)))
         deadline = self._clock() + timeout
-        await entry.batcher.drain(timeout / 2)
+        if drain_queue and entry.batcher.pending:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(_queue_empty(entry), timeout / 2)
+        entry.batcher.stop(ServiceUnavailable(no_worker_message(entry.name)))
+        await entry.batcher.drain(max(0.0, deadline - self._clock()) / 2)
         closing = asyncio.ensure_future(entry.pool.close())
         try:
             await asyncio.wait_for(asyncio.shield(closing), max(0.0, deadline - self._clock()))
@@ -293,6 +304,13 @@ class ModelManagement:
         return OperationResult(
             Outcome.DONE, f'Default version successfully updated for model "{model}" to "{version}"'
         )
+
+
+async def _queue_empty(entry: ModelVersionEntry) -> None:
+    """Return once the version's queue is empty. Polled: nothing new can join it (the version
+    is no longer routable) and this runs only while a version is being removed."""
+    while entry.batcher.pending and not entry.pool.failed:
+        await asyncio.sleep(_DRAIN_POLL_S)
 
 
 async def _scale_bounded(entry: ModelVersionEntry, target: int, wait: bool) -> int:

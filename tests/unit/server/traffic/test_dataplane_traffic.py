@@ -232,3 +232,23 @@ def test_models_json_keeps_the_traffic_field() -> None:
     models, unknown = parse_models_json("models", text)
     assert unknown == ()
     assert models["echo"]["1.0"]["traffic"] == {"weights": {"1.0": 1}}
+
+
+async def test_unregister_serves_the_requests_already_queued(env: Env) -> None:
+    pool = env.supervisor.pools["echo_2.0"]
+    pool.gate = asyncio.Event()
+    calls = [
+        asyncio.ensure_future(env.plane.infer("echo", "2.0", InferenceRequest(f"q{i}")))
+        for i in range(3)
+    ]
+    while len(pool.batches) < 1:  # the first runs (gated); the other two wait in the queue
+        await asyncio.sleep(0)
+    removing = asyncio.ensure_future(env.plane.unregister("echo", "2.0"))
+    while "2.0" in env.plane.metadata("echo").versions:
+        await asyncio.sleep(0)
+    assert not removing.done()
+    pool.gate.set()
+    results = await asyncio.gather(*calls)
+    assert [r.model_version for r in results] == ["2.0"] * 3
+    assert (await removing).message == 'Model "echo" unregistered'
+    assert pool.closed
