@@ -28,6 +28,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any, Protocol
 
 from torchwick.handlers.messages import PredictRequest, PredictResponse
@@ -212,7 +213,9 @@ class DataPlane(ModelManagement):
 
     def _status(self, entry: ModelVersionEntry, customized: Any = None) -> ModelStatus:
         default = self._registry.model(entry.name).default_version == entry.version
-        return model_status(entry, is_default=default, customized=customized)
+        status = model_status(entry, is_default=default, customized=customized)
+        traffic = self.traffic.policy_status(entry.name)
+        return replace(status, traffic=traffic) if traffic["policy"] is not None else status
 
     async def describe_customized(self, model: str, version: str | None) -> list[ModelStatus]:
         """Describe plus the handler's own metadata (a DESCRIBE request through one worker;

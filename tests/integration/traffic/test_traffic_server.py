@@ -138,6 +138,8 @@ def test_weighted_split_converges_to_the_weights(
     # Naming a version still reaches that version.
     assert infer.post("/predictions/ab/3.0", json={}).headers["x-model-version"] == "3.0"
     status = mgmt.get("/traffic/ab").json()
+    described = mgmt.get("/models/ab").json()[0]["trafficPolicy"]
+    assert described["policy"] == {"weights": {"1.0": 75.0, "2.0": 25.0}}
     arms = {(v["version"], v["arm"]): v["requests"] for v in status["variants"]}
     assert arms[("1.0", "split")] >= seen["1.0"] and arms[("3.0", "explicit")] >= 1
     text = httpx.get(f"{server.metrics_url}/metrics").text
