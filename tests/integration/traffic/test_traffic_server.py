@@ -1,5 +1,5 @@
 """Traffic policies through a real server: three versions of a model whose handler answers
-its version id (and, when asked, fails on every other call or is slow)."""
+its version id (and, when asked, fails on every other call or holds its answer)."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from torchwick.server.traffic import rendezvous
 
 HANDLER = """
 import json
+import os
 import time
 
 VERSION = "@VERSION@"
@@ -45,8 +46,10 @@ def handle(data, context):
         calls += 1
         if body.get("flaky") and VERSION == "2.0" and calls % 2 == 0:
             raise RuntimeError("flaky version fails every other call")
-        if body.get("slow") and VERSION == "3.0":
-            time.sleep(0.5)
+        if body.get("hold") and VERSION == "3.0":
+            deadline = time.monotonic() + 60
+            while not os.path.exists(body["hold"]) and time.monotonic() < deadline:
+                time.sleep(0.01)
         if "echo" in body:
             out.append(json.dumps(body["echo"]))
         else:
@@ -55,7 +58,7 @@ def handle(data, context):
 """
 
 VERSIONS = ("1.0", "2.0", "3.0")
-#: The shadow version's queue: small, so a slow shadow fills it quickly.
+#: The shadow version's queue: small, so a held shadow fills it quickly.
 SHADOW_QUEUE = 4
 
 
@@ -193,15 +196,20 @@ def test_shadow_answers_never_reach_the_caller_and_are_compared(
     assert pair["shadow_errors"] == 0 and pair["dropped"] == 0
 
 
-def test_shadow_overload_is_dropped_not_waited_for(mgmt: httpx.Client, infer: httpx.Client) -> None:
-    # 3.0 sleeps on "slow" requests and has a queue of 4: mirrors beyond half of it are dropped.
+def test_shadow_overload_is_dropped_not_waited_for(
+    tmp_path: Path, mgmt: httpx.Client, infer: httpx.Client
+) -> None:
+    # 3.0 holds every mirrored answer until the marker file exists: its one worker is stuck,
+    # so at most SHADOW_QUEUE mirrors can be outstanding and the rest must be dropped, while
+    # every primary is answered by 1.0.
+    marker = tmp_path / "release"
     _put(mgmt, {"shadow": {"version": "3.0", "fraction": 1.0}})
     n = 20
-    assert _served(infer, n, {"slow": True}) == {"1.0": n}
+    assert _served(infer, n, {"hold": str(marker)}) == {"1.0": n}
     pair = mgmt.get("/traffic/ab").json()["shadow"]["1.0"]
     assert pair["mirrored"] + pair["dropped"] == n
-    assert pair["dropped"] > 0
-    assert pair["mirrored"] <= n - pair["dropped"]
+    assert pair["mirrored"] <= SHADOW_QUEUE and pair["dropped"] >= n - SHADOW_QUEUE
+    marker.touch()
     _wait_shadow(mgmt, lambda c: c["agree"] + c["disagree"] + c["shadow_errors"] == c["mirrored"])
 
 
