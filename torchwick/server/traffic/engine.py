@@ -155,8 +155,9 @@ class TrafficEngine:
         return Routed(entry, arm, live)
 
     def mirror(self, routed: Routed, predict: PredictRequest) -> ShadowCall | None:
-        """Mirror ``predict`` to the policy's shadow when chosen and there is room (call after
-        the primary is queued); ``None`` when not mirrored."""
+        """Mirror ``predict`` to the policy's shadow when chosen and there is room; ``None``
+        when not mirrored. Call it just before awaiting the primary: the mirror's task first
+        runs when the caller suspends, i.e. after the primary's request is queued."""
         live = routed.live
         if live is None or live.gate is None or live.policy.shadow is None:
             return None

@@ -1,11 +1,12 @@
 """Shadow traffic: mirror a request to another version, compare, never answer with it.
 
 The caller's request is queued on its primary version first; the mirror is queued afterwards
-on the shadow version's own queue (``ShadowCall`` is created only after the primary's
-coroutine has queued its request, see ``TrafficEngine.mirror``), and the caller never waits
-for it. A mirror is dropped (counted in ``dropped``) instead of queued when the shadow
-version's queue is half full or this pair already has as many mirrors outstanding as that
-queue holds: the other half stays for callers who name the shadow version themselves.
+on the shadow version's own queue (the ``ShadowCall``'s task first runs when the caller
+suspends on its primary, which is after that request was queued; see ``TrafficEngine.mirror``),
+and the caller never waits for it. A mirror is dropped (counted in ``dropped``) instead of
+queued when the shadow version's queue is half full or this pair already has as many
+mirrors outstanding as that queue holds: the other half stays for callers who name the
+shadow version themselves.
 
 Comparison is on the response bodies: ``exact`` (same JSON value, or same bytes when a body is
 not JSON), ``allclose`` (same JSON structure, numbers within ``tolerance`` absolute plus
