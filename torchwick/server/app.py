@@ -44,6 +44,7 @@ from .observability import (
 from .security.tokens import TokenAuthority
 from .settings import Settings
 from .snapshots import SnapshotWriter
+from .traffic import TrafficCollector
 from .workers import WorkerSupervisor
 
 log = logging.getLogger("torchwick.server")
@@ -125,6 +126,7 @@ class _Server:
         plane = DataPlane(settings, supervisor, accounting=metrics)
         metrics.queue_source = plane.batcher_stats
         metrics.registry.register(model_metrics)
+        metrics.registry.register(TrafficCollector(plane.traffic))
         self.snapshots = (
             SnapshotWriter(settings, plane.snapshot) if settings.snapshots_enabled else None
         )

@@ -154,6 +154,9 @@ class ModelStatus:
     state: str
     last_error: str | None = None
     customized: Mapping[str, Any] | None = None
+    #: The model's traffic policy with its live counters, when one is in force
+    #: (``TrafficEngine.policy_status``).
+    traffic: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)

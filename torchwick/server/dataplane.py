@@ -24,9 +24,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import sys
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any, Protocol
 
 from torchwick.handlers.messages import PredictRequest, PredictResponse
@@ -40,6 +42,7 @@ from torchwick.server.contracts import (
 from torchwick.server.errors import (
     InternalError,
     ServiceUnavailable,
+    TorchwickError,
     error_class_for_http,
 )
 from torchwick.server.model_store import ModelStore
@@ -56,6 +59,7 @@ from torchwick.server.registry import (
 from torchwick.server.registry.metadata import declared_platform, declared_tensors
 from torchwick.server.scheduling import BatcherStats, no_worker_message
 from torchwick.server.settings import Settings
+from torchwick.server.traffic import TrafficEngine
 
 from .management import ModelManagement
 
@@ -128,6 +132,13 @@ class DataPlane(ModelManagement):
         self._monitor: asyncio.Task[None] | None = None
         self._accounting = accounting
         self._startup_pending = True
+        #: Traffic policies (docs/traffic.md); those in ``models=`` wait for their versions.
+        self.traffic = TrafficEngine(self._registry, clock)
+        self.traffic.on_change = self._changed
+        for name, versions in settings.models.items():
+            for options in versions.values():
+                if "traffic" in options:
+                    self.traffic.configure(name, options["traffic"], "models")
 
     # ------------------------------------------------------------------------------ inference
     async def infer(
@@ -147,7 +158,8 @@ class DataPlane(ModelManagement):
         for that status (``OutOfResources`` for 507). A handler's chosen status comes back
         inside the result, with the handler's body.
         """
-        entry = self._registry.route(model, version, request)
+        routed = self.traffic.route(model, version, request)
+        entry = routed.entry
         predict = PredictRequest(
             request.request_id,
             (
@@ -160,6 +172,11 @@ class DataPlane(ModelManagement):
         sink = None
         if on_intermediate is not None:
             sink = _intermediate_sink(on_intermediate, entry)
+        # The mirror's task first runs once this coroutine suspends, i.e. after the primary
+        # request is queued below; the caller never awaits it.
+        shadow = self.traffic.mirror(routed, predict)
+        started_s = self._clock()
+        response: PredictResponse | None = None
         try:
             response = await entry.batcher.infer(predict, sink)
         except ServiceUnavailable:
@@ -167,6 +184,13 @@ class DataPlane(ModelManagement):
                 raise
             raise ServiceUnavailable(no_worker_message(model, version)) from None
         finally:
+            latency_s = self._clock() - started_s
+            failure = _failure(response, sys.exc_info()[1])
+            if failure is not None:
+                self.traffic.record(routed, failure, latency_s)
+            if shadow is not None:
+                good = response is not None and response.status < 400
+                shadow.primary_done(response.body if good and response else None, latency_s)
             if self._accounting is not None:
                 started = request.received_at or 0.0
                 elapsed = time.perf_counter() - started if started else 0.0
@@ -189,7 +213,9 @@ class DataPlane(ModelManagement):
 
     def _status(self, entry: ModelVersionEntry, customized: Any = None) -> ModelStatus:
         default = self._registry.model(entry.name).default_version == entry.version
-        return model_status(entry, is_default=default, customized=customized)
+        status = model_status(entry, is_default=default, customized=customized)
+        traffic = self.traffic.policy_status(entry.name)
+        return replace(status, traffic=traffic) if traffic["policy"] is not None else status
 
     async def describe_customized(self, model: str, version: str | None) -> list[ModelStatus]:
         """Describe plus the handler's own metadata (a DESCRIBE request through one worker;
@@ -262,8 +288,9 @@ class DataPlane(ModelManagement):
         return [(e.name, e.version, e.batcher.stats()) for e in self._registry.entries()]
 
     def snapshot(self) -> dict[str, dict[str, dict[str, Any]]]:
-        """Registered models in the ``models=`` / ``model_snapshot`` JSON shape."""
-        return snapshot_models(self._registry)
+        """Registered models in the ``models=`` / ``model_snapshot`` JSON shape (with each
+        model's traffic policy on its default version's entry)."""
+        return snapshot_models(self._registry, self.traffic.snapshot)
 
     # ----------------------------------------------------------------------------- lifecycle
     def _ensure_monitor(self) -> None:
@@ -276,6 +303,7 @@ class DataPlane(ModelManagement):
         while True:
             await asyncio.sleep(self._monitor_interval)
             now = self._clock()
+            self.traffic.tick()
             for entry in self._registry.entries():
                 self._observe(entry, now)
                 pool = entry.pool
@@ -288,6 +316,7 @@ class DataPlane(ModelManagement):
             self._monitor.cancel()
             await asyncio.gather(self._monitor, return_exceptions=True)
             self._monitor = None
+        await self.traffic.close()
         timeout = float(self._settings.unregister_model_timeout)
         entries = list(self._registry.entries())
         await asyncio.gather(*(self._teardown(e, timeout) for e in entries))
@@ -301,6 +330,17 @@ def _intermediate_sink(
         on_intermediate(_result(response, entry))
 
     return push
+
+
+def _failure(response: PredictResponse | None, raised: BaseException | None) -> bool | None:
+    """Whether an inference call failed on the server's side (status >= 500, or an error the
+    table answers with one); ``None`` when it was cancelled (the caller went away: no
+    outcome to count)."""
+    if response is not None:
+        return response.status >= 500
+    if isinstance(raised, TorchwickError):
+        return raised.status.http_status >= 500
+    return None if isinstance(raised, asyncio.CancelledError) else True
 
 
 def _describe_id() -> str:

@@ -10,6 +10,7 @@ adapter into its own answer.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import replace
@@ -38,10 +39,13 @@ from torchwick.server.registry import (
 from torchwick.server.scheduling import no_worker_message
 from torchwick.server.settings import Settings
 from torchwick.server.store.py_deps import install_requirements, requirements_path
+from torchwick.server.traffic import TrafficEngine
 from torchwick.server.workers.devices import usable_cpus
 
 logger = logging.getLogger("torchwick.server.dataplane")
 
+#: How often a version being removed checks whether its queue has drained.
+_DRAIN_POLL_S = 0.02
 SCALING_IN_PROGRESS = "Workers scaling in progress..."
 PROCESSING_UPDATES = "Processing worker updates..."
 
@@ -56,6 +60,7 @@ class ModelManagement:
     _registry: ModelRegistry
     _cpu_count: int | None
     _startup_pending: bool
+    traffic: TrafficEngine
     #: Called after each successful management change (the config snapshot writer).
     models_changed: Callable[[], object] | None = None
 
@@ -78,6 +83,7 @@ class ModelManagement:
         """
         entry = await self._admit(req, None)
         result = await self._start(entry, req.synchronous)
+        self.traffic.offer_archive_policy(entry)
         self._changed()
         return result
 
@@ -192,6 +198,10 @@ class ModelManagement:
             else:
                 logger.info("startup model %s: %s", entry.name, result.message)
         apply_default_versions(self._registry, self._settings.models)
+        for entry in entries:
+            if entry.name in self._registry:
+                self.traffic.offer_archive_policy(entry)
+        self.traffic.apply_pending()
 
     # --------------------------------------------------------------------------------- scale
     async def scale(
@@ -237,29 +247,44 @@ class ModelManagement:
         )
 
     # ---------------------------------------------------------------------------- unregister
-    async def unregister(self, model: str, version: str | None) -> OperationResult:
+    async def unregister(
+        self, model: str, version: str | None, *, force: bool = False
+    ) -> OperationResult:
         """Stop the version's workers and forget it. 403 for the default version while others
-        exist; ``RequestTimeout`` (408) when cleanup exceeds ``unregister_model_timeout``."""
+        exist, and for a version the model's traffic policy sends traffic to unless ``force``
+        (the policy is then dropped); ``RequestTimeout`` (408) when cleanup exceeds
+        ``unregister_model_timeout``."""
         entry = self._registry.get(model, version)
         self._registry.check_removable(entry)
+        if not force:
+            self.traffic.check_removable(model, entry.version)
         async with entry.lock:
             if self._registry.get(model, entry.version) is not entry:  # 404 if already gone
                 raise ModelNotFound(f"Model not found: {model}")
             self._registry.check_removable(entry)
-            done = await self._teardown(entry, float(self._settings.unregister_model_timeout))
+            timeout = float(self._settings.unregister_model_timeout)
+            done = await self._teardown(entry, timeout, drain_queue=True)
         self._changed()
         if not done:
             raise RequestTimeout(f"Timed out while cleaning resources: {model}")
         return OperationResult(Outcome.DONE, f'Model "{model}" unregistered')
 
-    async def _teardown(self, entry: ModelVersionEntry, timeout: float) -> bool:
+    async def _teardown(
+        self, entry: ModelVersionEntry, timeout: float, *, drain_queue: bool = False
+    ) -> bool:
         """Forget ``entry``, fail its queue, let running batches finish for up to half of
         ``timeout``, then stop its workers within the rest. False when time ran out (the
-        pool keeps closing in the background)."""
+        pool keeps closing in the background). With ``drain_queue`` (an unregister) the
+        requests already queued are served first, for up to half of ``timeout`` (only what is
+        still queued then fails), and running batches get half of what is left."""
         self._registry.remove(entry, force=True)
-        entry.batcher.stop(ServiceUnavailable(no_worker_message(entry.name)))
+        self.traffic.forget_version(entry.name, entry.version)
         deadline = self._clock() + timeout
-        await entry.batcher.drain(timeout / 2)
+        if drain_queue and entry.batcher.pending:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(_queue_empty(entry), timeout / 2)
+        entry.batcher.stop(ServiceUnavailable(no_worker_message(entry.name)))
+        await entry.batcher.drain(max(0.0, deadline - self._clock()) / 2)
         closing = asyncio.ensure_future(entry.pool.close())
         try:
             await asyncio.wait_for(asyncio.shield(closing), max(0.0, deadline - self._clock()))
@@ -279,6 +304,13 @@ class ModelManagement:
         return OperationResult(
             Outcome.DONE, f'Default version successfully updated for model "{model}" to "{version}"'
         )
+
+
+async def _queue_empty(entry: ModelVersionEntry) -> None:
+    """Return once the version's queue is empty. Polled: nothing new can join it (the version
+    is no longer routable) and this runs only while a version is being removed."""
+    while entry.batcher.pending and not entry.pool.failed:
+        await asyncio.sleep(_DRAIN_POLL_S)
 
 
 async def _scale_bounded(entry: ModelVersionEntry, target: int, wait: bool) -> int:

@@ -35,6 +35,7 @@ from .rest_management import (
 )
 from .rest_metrics import metrics_router
 from .rest_oip import OipRestApi
+from .rest_traffic import TrafficControl, traffic_router
 
 ApiName = Literal["inference", "management", "metrics"]
 
@@ -47,6 +48,9 @@ TITLES: dict[str, str] = {
 
 class RestPlane(InferencePlane, ManagementPlane, OipPlane, Protocol):
     """What the REST APIs need from the data plane (``DataPlane`` satisfies it)."""
+
+    @property
+    def traffic(self) -> TrafficControl: ...
 
 
 class RestApis:
@@ -107,6 +111,10 @@ class RestApis:
                     docs=docs,
                 )
             )
+            traffic = traffic_router(
+                self.plane.traffic, self.tokens, max_request_size=settings.max_request_size
+            )
+            app.include_router(traffic)
             if self.tokens is not None:
                 app.include_router(token_router(self.tokens))
         if "metrics" in apis:

@@ -59,7 +59,9 @@ log = logging.getLogger(__name__)
 _HEALTHY = json_bytes({"status": "Healthy"})
 _UNHEALTHY = json_bytes({"status": "Unhealthy"})
 #: Response headers the server owns; a handler cannot set these.
-_RESERVED = frozenset({"content-length", "transfer-encoding", "connection", "x-request-id"})
+_RESERVED = frozenset(
+    {"content-length", "transfer-encoding", "connection", "x-request-id", "x-model-version"}
+)
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
@@ -339,7 +341,7 @@ def response_head(result: InferenceResult) -> tuple[int, bytes | None, RawHeader
     if not 200 <= status <= 599:
         raise InternalError(f"Handler returned an invalid HTTP status: {status}")
     content_type = result.content_type
-    extra: RawHeaders = []
+    extra: RawHeaders = [(b"x-model-version", result.model_version.encode("utf-8"))]
     for name, value in result.headers:
         lower = name.lower()
         if lower in _RESERVED or not _TOKEN.fullmatch(name) or _BAD_VALUE.search(value):

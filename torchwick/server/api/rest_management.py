@@ -44,6 +44,7 @@ Customized = Annotated[bool, Query(description="Add the handler's metadata.")]
 MinWorker = Annotated[int, Query(description="Minimum workers.")]
 MaxWorker = Annotated[int | None, Query(description="Maximum workers (default min_worker).")]
 ScaleSynchronous = Annotated[bool, Query(description="Wait for the workers.")]
+Force = Annotated[bool, Query(description="Remove even a version a traffic policy uses.")]
 
 
 class ManagementPlane(Protocol):
@@ -63,7 +64,9 @@ class ManagementPlane(Protocol):
     ) -> list[ModelStatus]: ...
     async def describe_customized(self, model: str, version: str | None) -> list[ModelStatus]: ...
     def list_models(self, limit: int, offset: int) -> ModelPage: ...
-    async def unregister(self, model: str, version: str | None) -> OperationResult: ...
+    async def unregister(
+        self, model: str, version: str | None, *, force: bool = False
+    ) -> OperationResult: ...
     def set_default(self, model: str, version: str) -> OperationResult: ...
     def model_ready(self, model: str, version: str | None = None) -> bool: ...
 
@@ -182,10 +185,10 @@ def management_router(
             statuses = plane.describe(model, version)
         return json_response(200, [render_status(s) for s in statuses])
 
-    async def unregister(model: str, version: str | None) -> Response:
+    async def unregister(model: str, version: str | None, force: bool) -> Response:
         if not enable_model_api:
             raise MethodNotAllowed(MODEL_API_DISABLED)
-        result = await plane.unregister(model, version)
+        result = await plane.unregister(model, version, force=force)
         metrics.forget_model(model, version)
         return _status(result)
 
@@ -235,12 +238,14 @@ def management_router(
     )
 
     @router.delete(unversioned, operation_id="unregisterModel1", summary=unregister_summary)
-    async def unregister_default(model_name: str) -> Response:
-        return await unregister(model_name, None)
+    async def unregister_default(model_name: str, force: Force = False) -> Response:
+        return await unregister(model_name, None, force)
 
     @router.delete(versioned, operation_id="unregisterModel2", summary=unregister_summary)
-    async def unregister_version(model_name: str, model_version: str) -> Response:
-        return await unregister(model_name, model_version)
+    async def unregister_version(
+        model_name: str, model_version: str, force: Force = False
+    ) -> Response:
+        return await unregister(model_name, model_version, force)
 
     @router.options(unversioned, include_in_schema=False)
     async def model_api_default(model_name: str) -> Response:

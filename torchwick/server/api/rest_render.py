@@ -97,6 +97,8 @@ def render_status(status: ModelStatus) -> dict[str, Any]:
     if status.customized is not None:
         out["customizedMetadata"] = dict(status.customized)
     out["state"] = status.state
+    if status.traffic is not None:
+        out["trafficPolicy"] = dict(status.traffic)
     if status.last_error is not None:
         out["lastError"] = status.last_error
     return out

@@ -38,6 +38,8 @@ class _VersionOverrides(BaseModel):
     startup_timeout: int | None = None
     runtime_type: str | None = None
     parallel_level: int | None = None
+    #: The model's traffic policy (``docs/traffic.md``); its shape is checked when applied.
+    traffic: dict[str, Any] | None = None
 
 
 _KNOWN_FIELDS = frozenset(

@@ -7,7 +7,7 @@ list JSON is rendered from them by the REST management adapter (``api/rest_rende
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -115,13 +115,21 @@ def list_page(defaults: Sequence[ModelVersionEntry], limit: int, offset: int) ->
     return ModelPage(models, nxt)
 
 
-def snapshot_models(registry: ModelRegistry) -> dict[str, dict[str, dict[str, Any]]]:
-    """Every registered version in the ``models=`` / ``model_snapshot`` JSON shape."""
+def snapshot_models(
+    registry: ModelRegistry,
+    traffic: Callable[[str], Mapping[str, Any] | None] | None = None,
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """Every registered version in the ``models=`` / ``model_snapshot`` JSON shape.
+
+    ``traffic(name)`` gives a model's traffic policy body (or ``None``); it is written as
+    ``"traffic"`` on the default version's entry, where ``models=`` reads it back.
+    """
     out: dict[str, dict[str, dict[str, Any]]] = {}
     for entry in registry.entries():
         spec = entry.spec
+        is_default = registry.model(spec.name).default_version == spec.version
         out.setdefault(spec.name, {})[spec.version] = {
-            "defaultVersion": registry.model(spec.name).default_version == spec.version,
+            "defaultVersion": is_default,
             "marName": spec.mar_name or spec.url,
             "minWorkers": spec.min_workers,
             "maxWorkers": spec.max_workers,
@@ -131,4 +139,7 @@ def snapshot_models(registry: ModelRegistry) -> dict[str, dict[str, dict[str, An
             "startupTimeout": spec.startup_timeout,
             "runtimeType": spec.runtime,
         }
+        policy = traffic(spec.name) if traffic is not None and is_default else None
+        if policy is not None:
+            out[spec.name][spec.version]["traffic"] = dict(policy)
     return out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -17,6 +18,8 @@ from torchwick.server.contracts import (
 )
 from torchwick.server.dataplane import RegisterRequest
 from torchwick.server.errors import ModelNotFound, ModelVersionNotFound
+from torchwick.server.registry import ModelRegistry
+from torchwick.server.traffic import TrafficEngine
 
 Behaviour = Callable[[InferenceRequest, Callable[[InferenceResult], None] | None], Any]
 
@@ -30,6 +33,8 @@ class FakePlane:
         self.is_healthy = True
         self.startup_done = True
         self.cancelled: list[str] = []
+        #: A real traffic engine over an empty registry (``/traffic/{m}`` answers 404 here).
+        self.traffic = TrafficEngine(ModelRegistry(), time.monotonic)
 
     def add(self, name: str, behaviour: Behaviour) -> None:
         self.behaviours[name] = behaviour
@@ -91,7 +96,9 @@ class FakePlane:
         self.calls.append(("scale", (model, version, min_worker, max_worker, synchronous)))
         return OperationResult(Outcome.ACCEPTED, "Processing worker updates...")
 
-    async def unregister(self, model: str, version: str | None) -> OperationResult:
+    async def unregister(
+        self, model: str, version: str | None, *, force: bool = False
+    ) -> OperationResult:
         self.calls.append(("unregister", (model, version)))
         return OperationResult(Outcome.DONE, f'Model "{model}" unregistered')
 
