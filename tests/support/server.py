@@ -68,6 +68,8 @@ class ServerOptions:
     #: Extra environment variables for the server process.
     env: Mapping[str, str] = field(default_factory=dict)
     start_timeout_s: float = START_TIMEOUT_S
+    #: ``RLIMIT_NOFILE`` (soft and hard) of the server process; ``None`` keeps the test's.
+    nofile: int | None = None
 
 
 class ServerProcess:
@@ -240,9 +242,16 @@ def start_server(root: Path, options: ServerOptions | None = None) -> ServerProc
     tmpdir = tempfile.mkdtemp(prefix="tw")
     env.update({"PYTHONUNBUFFERED": "1", "TMPDIR": tmpdir, **options.env})
     command = [sys.executable, "-m", "torchwick.server", "--foreground", "--ts-config", str(config)]
+    if options.nofile is not None:
+        # util-linux's prlimit execs the server with the limit (soft and hard) already set.
+        command = ["prlimit", f"--nofile={options.nofile}:{options.nofile}", *command]
     with open(root / "server.out", "wb") as out:
         process = subprocess.Popen(
-            command, cwd=workdir, env=env, stdout=out, stderr=subprocess.STDOUT
+            command,
+            cwd=workdir,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
     server = ServerProcess(root, process, options)
     server.tmpdir = Path(tmpdir)

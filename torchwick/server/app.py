@@ -26,6 +26,7 @@ import time
 from dataclasses import dataclass, field
 
 from .api.assembly import RestApis
+from .api.connection_guard import ConnectionGuard, ConnectionLimits
 from .api.serving import ListenerError, RunningListener, open_listener, start_uvicorn
 from .config.addresses import ListenAddress, parse_address
 from .config.errors import ConfigError
@@ -160,11 +161,17 @@ class _Server:
             parts.tokens,
             access_log=parts.access_log,
         )
+        guard = ConnectionGuard(ConnectionLimits.from_settings(settings))
         for plan in parts.plans:
             app = apis.listener_app(plan.apis)
             sock = open_listener(plan.address)
             server = await start_uvicorn(
-                app, sock, plan.address, settings, graceful_shutdown_s=GRACEFUL_SHUTDOWN_S
+                app,
+                sock,
+                plan.address,
+                settings,
+                graceful_shutdown_s=GRACEFUL_SHUTDOWN_S,
+                guard=guard,
             )
             self.servers.append(server)
             bound = _bound_address(plan.address, sock)

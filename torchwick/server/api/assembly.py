@@ -23,7 +23,7 @@ from torchwick.server.settings import Settings
 
 from .api_docs import ApiDocuments
 from .errors_http import install_error_handlers
-from .middleware import AccessRecorder, ServingMiddleware
+from .middleware import AccessRecorder, InflightLimit, ServingMiddleware
 from .responses import JSON_CONTENT_TYPE, fixed_headers, json_bytes
 from .rest_inference import InferenceApi, InferencePlane
 from .rest_management import (
@@ -66,6 +66,8 @@ class RestApis:
         self.tokens = tokens
         self.access_log = access_log
         self.fixed_headers = fixed_headers(settings)
+        #: One in-flight count for every listener of the server.
+        self.inflight = InflightLimit(settings.max_inflight_requests, settings.retry_after_s)
 
     def listener_app(self, apis: Sequence[str]) -> ASGIApp:
         """The ASGI app of a listener serving ``apis`` (see the module docs)."""
@@ -132,4 +134,5 @@ class RestApis:
             max_request_size=settings.max_request_size,
             metrics=self.metrics,
             access_log=self.access_log,
+            inflight=self.inflight,
         )

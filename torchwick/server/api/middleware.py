@@ -8,6 +8,9 @@ For every HTTP request it
    redirect is sent);
 3. refuses a declared ``Content-Length`` over ``max_request_size`` with 413 before anything
    of the body is read, and closes that connection (the body stays unread);
+3a. refuses a request with 503 while ``max_inflight_requests`` requests (of all listeners
+   together) are being served; ``/ping`` is exempt so health checks see the server;
+   every 503, whatever sent it, carries ``Retry-After: retry_after_s``;
 4. runs the FastAPI app; adds the request id, no-cache and CORS headers to whatever it sends;
 5. counts the response (Requests2XX/4XX/5XX) and queues an access-log line.
 
@@ -23,6 +26,8 @@ import time
 from typing import Protocol
 
 from starlette.types import ASGIApp
+
+from torchwick.server.errors import Overloaded
 
 from .responses import (
     CLIENT_GONE_KEY,
@@ -43,6 +48,7 @@ log = logging.getLogger("torchwick.server.api")
 #: Status recorded for requests whose client left before an answer could be sent
 #: (nginx's convention; never sent on the wire).
 CLIENT_CLOSED = 499
+_OVERLOADED = "Server is busy (max_inflight_requests reached); retry later"
 
 
 class ResponseCounter(Protocol):
@@ -69,6 +75,20 @@ class AccessRecorder(Protocol):
         """Queue one line (formatting happens later, off the event loop)."""
 
 
+class InflightLimit:
+    """Requests being served by all listeners of a server, and the cap on them."""
+
+    def __init__(self, limit: int, retry_after_s: int) -> None:
+        self.limit = limit
+        self.current = 0
+        self.rejected = 0
+        self.retry_after = (b"retry-after", str(retry_after_s).encode("latin-1"))
+
+
+#: Paths the in-flight cap never refuses.
+_EXEMPT = frozenset({"/ping"})
+
+
 class ServingMiddleware:
     """See the module docs. ``fixed`` are the listener's fixed headers."""
 
@@ -80,8 +100,10 @@ class ServingMiddleware:
         max_request_size: int,
         metrics: ResponseCounter,
         access_log: AccessRecorder | None,
+        inflight: InflightLimit,
     ) -> None:
         self.app = app
+        self.inflight = inflight
         self.fixed = fixed
         self.max_request_size = max_request_size
         self.metrics = metrics
@@ -100,6 +122,7 @@ class ServingMiddleware:
         scope[STARTED_KEY] = started
         added = ((b"x-request-id", request_id.encode("latin-1")), *self.fixed)
         status = 0
+        inflight = self.inflight
 
         async def send_with_headers(message: Message) -> None:
             nonlocal status
@@ -107,18 +130,29 @@ class ServingMiddleware:
                 status = message["status"]
                 headers = message.get("headers")
                 message["headers"] = [*added, *headers] if headers else list(added)
+                if status == 503:
+                    message["headers"].append(inflight.retry_after)
             await send(message)
 
+        counted = False
         try:
             length = declared_length(scope)
             if length is not None and length > self.max_request_size:
                 await send_error(
                     send_with_headers, too_large(length, self.max_request_size), close=True
                 )
+            elif inflight.current >= inflight.limit and scope["path"] not in _EXEMPT:
+                inflight.rejected += 1
+                await send_error(send_with_headers, Overloaded(_OVERLOADED))
             else:
+                inflight.current += 1
+                counted = True
                 await self.app(scope, receive, send_with_headers)
         except Exception:
             log.exception("unexpected error serving %s %s", scope["method"], scope["path"])
+        finally:
+            if counted:
+                inflight.current -= 1
         if scope.get(CLIENT_GONE_KEY) and not status:
             status = CLIENT_CLOSED
         else:  # nothing was sent to a client that left, so there is nothing to count

@@ -25,9 +25,9 @@ from starlette.types import ASGIApp
 from torchwick.server.config.addresses import ListenAddress
 from torchwick.server.settings import Settings
 
+from .connection_guard import ConnectionGuard
+
 BACKLOG = 2048
-#: Idle keep-alive connections are closed after this many seconds.
-KEEP_ALIVE_S = 75
 
 
 class ListenerServer(uvicorn.Server):
@@ -120,8 +120,12 @@ async def start_uvicorn(
     settings: Settings,
     *,
     graceful_shutdown_s: int,
+    guard: ConnectionGuard,
 ) -> RunningListener:
     """Serve ``app`` with uvicorn on an already bound socket (``Server.serve(sockets=...)``).
+
+    The connection limits of ``guard`` (shared by all listeners; ``connection_guard.py``)
+    wrap uvicorn's httptools protocol, given to uvicorn as its ``http`` protocol class.
 
     Returns once the listener accepts connections. Raises ``ListenerError`` when HTTPS is asked
     for without usable ``private_key_file``/``certificate_file``, or when uvicorn cannot
@@ -139,7 +143,7 @@ async def start_uvicorn(
         key_file, cert_file = os.fspath(key), os.fspath(cert)
     config = uvicorn.Config(
         app,
-        http="httptools",
+        http=guard.protocol_class(),
         loop="none",
         ws="none",
         lifespan="off",
@@ -150,7 +154,7 @@ async def start_uvicorn(
         server_header=False,
         date_header=False,
         backlog=BACKLOG,
-        timeout_keep_alive=KEEP_ALIVE_S,
+        timeout_keep_alive=settings.keep_alive_timeout_s,
         timeout_graceful_shutdown=graceful_shutdown_s,
         ssl_keyfile=key_file,
         ssl_certfile=cert_file,
