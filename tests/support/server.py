@@ -68,6 +68,8 @@ class ServerOptions:
     #: Extra environment variables for the server process.
     env: Mapping[str, str] = field(default_factory=dict)
     start_timeout_s: float = START_TIMEOUT_S
+    #: False: the server is ready once ``/ping`` answers at all (a startup model may fail).
+    expect_healthy: bool = True
     #: ``RLIMIT_NOFILE`` (soft and hard) of the server process; ``None`` keeps the test's.
     nofile: int | None = None
 
@@ -188,8 +190,10 @@ class ServerProcess:
                 self.urls[api.lower()] = url
             for api, url in _GRPC_BOUND.findall(text):
                 self.grpc_urls[api.lower()] = url
-            if wanted <= self.urls.keys() and _ping(self.inference_url) == 200:
-                return
+            if wanted <= self.urls.keys():
+                status = _ping(self.inference_url)
+                if status == 200 or (status is not None and not self.options.expect_healthy):
+                    return
             time.sleep(0.05)
         raise RuntimeError(f"server not ready after {timeout} s\n{self.logs()}")
 

@@ -41,6 +41,7 @@ from .observability import (
     ModelMetrics,
     install_server_log,
 )
+from .observability.limit_metrics import LimitMetrics
 from .security.tokens import TokenAuthority
 from .settings import Settings
 from .workers import WorkerSupervisor
@@ -105,6 +106,7 @@ class _Server:
         self.signals = 0
         self.servers: list[RunningListener] = []
         self.grpc: GrpcServers | None = None
+        self.limit_metrics: LimitMetrics
 
     async def run(self) -> int:
         settings = self.settings
@@ -123,6 +125,8 @@ class _Server:
         plane = DataPlane(settings, supervisor, accounting=metrics)
         metrics.queue_source = plane.batcher_stats
         metrics.registry.register(model_metrics)
+        self.limit_metrics = LimitMetrics(hostname, plane.batcher_stats)
+        metrics.registry.register(self.limit_metrics)
         access_log = AccessLog(settings.log_location / ACCESS_LOG_FILE)
         parts = _Parts(plane, supervisor, tokens, access_log, model_metrics, plans)
         try:
@@ -162,6 +166,8 @@ class _Server:
             access_log=parts.access_log,
         )
         guard = ConnectionGuard(ConnectionLimits.from_settings(settings))
+        self.limit_metrics.connections = guard
+        self.limit_metrics.inflight = apis.inflight
         for plan in parts.plans:
             app = apis.listener_app(plan.apis)
             sock = open_listener(plan.address)

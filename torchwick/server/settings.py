@@ -153,3 +153,6 @@ class Settings:
     grpc_max_concurrent_rpcs: int = 1000
     grpc_max_connection_idle_s: float = 300.0
     grpc_max_metadata_size: int = 16 * 1024
+    #: Longest wait between two attempts to (re)start a crashed or failing worker; a model
+    #: whose loads keep failing is retried at this pace for as long as it is registered.
+    worker_backoff_max_s: float = 30.0

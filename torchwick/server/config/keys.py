@@ -218,6 +218,7 @@ KEYS: dict[str, KeySpec] = {
     **_same(_min_float(1.0), "max_archive_compression_ratio"),
     # connection, request and input limits (docs/security.md)
     **_same(_positive_float, "request_head_timeout_s", "grpc_max_connection_idle_s"),
+    **_same(_positive_float, "worker_backoff_max_s"),
     **_same(_int(1), "keep_alive_timeout_s", "max_header_size", "max_header_count"),
     **_same(_int(1), "max_url_length", "max_connections", "max_inflight_requests"),
     **_same(_int(0), "fd_reserve", "retry_after_s"),
