@@ -103,3 +103,7 @@ class LoadSpec:
     adaptive_threads: bool = False
     max_response_size: int = DEFAULT_MAX_RESPONSE_SIZE
     metrics_config: str | None = None
+    #: Deepest JSON nesting of a decoded input, and the most pixels of a decoded image in the
+    #: built-in vision handlers (config.properties ``max_json_depth``, ``max_image_pixels``).
+    max_json_depth: int = 64
+    max_image_pixels: int = 50_000_000

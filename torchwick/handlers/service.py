@@ -128,6 +128,8 @@ class ModelService:
             emit_metric=emit_metric,
             emit_intermediate=emit_intermediate,
         )
+        # torchwick's input limits, next to TorchServe's ``limit_max_image_pixels``.
+        context.system_properties["max_image_pixels"] = spec.max_image_pixels
         preregister(context.metrics, metrics_config)
         try:
             entry = resolve_entry_point(spec.handler, model_dir)
@@ -147,7 +149,8 @@ class ModelService:
         """Run one batch; one final response per request, in order.
 
         A request whose input cannot be decoded (an OIP tensor whose bytes do not fit its
-        shape) is answered 400 on its own; the rest of the batch runs."""
+        shape, JSON nested deeper than ``max_json_depth``) is answered 400 on its own; the
+        rest of the batch runs."""
         if not batch:
             return []
         failed: dict[str, PredictResponse] = {}
@@ -155,7 +158,11 @@ class ModelService:
         decoded = []
         for request in batch:
             try:
-                decoded.append(decode_request(request, self.spec.decode_input_request))
+                decoded.append(
+                    decode_request(
+                        request, self.spec.decode_input_request, self.spec.max_json_depth
+                    )
+                )
             except DecodeError as exc:
                 failed[request.request_id] = error_response(
                     request.request_id, 400, exc.message, "BadRequestException"

@@ -79,6 +79,8 @@ class ModelVersionConfig:
     decode_input_request: bool = True
     service_envelope: str | None = None
     metrics_config: str | None = None
+    max_json_depth: int = 64
+    max_image_pixels: int = 50_000_000
 
     def load_spec(self, *, gpu_id: int | None, threads: int, adaptive_threads: bool) -> LoadSpec:
         """The LOAD frame for one worker of this version: this config plus the worker's placement.
@@ -104,4 +106,6 @@ class ModelVersionConfig:
             threads=max(1, threads),
             adaptive_threads=adaptive_threads,
             max_response_size=self.max_response_size,
+            max_json_depth=self.max_json_depth,
+            max_image_pixels=self.max_image_pixels,
         )

@@ -87,6 +87,7 @@ class RestApis:
                 self.tokens,
                 max_request_size=settings.max_request_size,
                 docs=docs,
+                max_parts=settings.max_multipart_parts,
             )
             oip = OipRestApi(self.plane, self.tokens, max_request_size=settings.max_request_size)
             # First: the prediction routes are the hot path, and Starlette tries routes in order.

@@ -8,9 +8,10 @@ For every HTTP request it
    redirect is sent);
 3. refuses a declared ``Content-Length`` over ``max_request_size`` with 413 before anything
    of the body is read, and closes that connection (the body stays unread);
-3a. refuses a request with 503 while ``max_inflight_requests`` requests (of all listeners
-   together) are being served; ``/ping`` is exempt so health checks see the server;
-   every 503, whatever sent it, carries ``Retry-After: retry_after_s``;
+3a. refuses a path holding a control character (``%00``...) with 400; refuses a request with
+   503 while ``max_inflight_requests`` requests (of all listeners together) are being served
+   (``/ping`` is exempt, so health checks see the server); every 503, whatever sent it,
+   carries ``Retry-After: retry_after_s``;
 4. runs the FastAPI app; adds the request id, no-cache and CORS headers to whatever it sends;
 5. counts the response (Requests2XX/4XX/5XX) and queues an access-log line.
 
@@ -22,12 +23,13 @@ so uvicorn never prints a second, bare traceback.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from typing import Protocol
 
 from starlette.types import ASGIApp
 
-from torchwick.server.errors import Overloaded
+from torchwick.server.errors import BadRequest, Overloaded
 
 from .responses import (
     CLIENT_GONE_KEY,
@@ -49,6 +51,9 @@ log = logging.getLogger("torchwick.server.api")
 #: (nginx's convention; never sent on the wire).
 CLIENT_CLOSED = 499
 _OVERLOADED = "Server is busy (max_inflight_requests reached); retry later"
+#: A decoded path with a control character (``%00``, ``%0a``...) names nothing that exists.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_CONTROL_MESSAGE = "Request path contains a control character"
 
 
 class ResponseCounter(Protocol):
@@ -141,6 +146,8 @@ class ServingMiddleware:
                 await send_error(
                     send_with_headers, too_large(length, self.max_request_size), close=True
                 )
+            elif _CONTROL.search(scope["path"]):
+                await send_error(send_with_headers, BadRequest(_CONTROL_MESSAGE))
             elif inflight.current >= inflight.limit and scope["path"] not in _EXEMPT:
                 inflight.rejected += 1
                 await send_error(send_with_headers, Overloaded(_OVERLOADED))

@@ -40,6 +40,7 @@ from .responses import (
     header,
     json_bytes,
     read_body,
+    error_headers,
     send_response,
 )
 from .tokens_port import TokenChecker
@@ -246,7 +247,11 @@ class _Infer:
             encoded = encode_infer_response(response, request)
         except TorchwickError as error:
             await send_response(
-                send, error.status.http_status, oip_error_body(error), _JSON.encode()
+                send,
+                error.status.http_status,
+                oip_error_body(error),
+                _JSON.encode(),
+                error_headers(error),
             )
             return
         extra = []

@@ -186,4 +186,6 @@ def resolve_version_config(
         decode_input_request=settings.decode_input_request,
         service_envelope=settings.service_envelope,
         metrics_config=str(settings.metrics_config) if settings.metrics_config else None,
+        max_json_depth=settings.max_json_depth,
+        max_image_pixels=settings.max_image_pixels,
     )
