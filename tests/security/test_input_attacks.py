@@ -81,7 +81,7 @@ def test_odd_form_values_are_400(world: World) -> None:
     _assert_400(
         client.post("/predictions/echo", content=b"data=%ff", headers=urlencoded), "not UTF-8"
     )
-    ok = client.post("/predictions/echo", content="data=h%C3%A9".encode(), headers=urlencoded)
+    ok = client.post("/predictions/echo", content=b"data=h%C3%A9", headers=urlencoded)
     assert ok.status_code == 200 and ok.content == "hé".encode()
 
 

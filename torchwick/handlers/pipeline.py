@@ -91,9 +91,9 @@ class _Collector:
         self.failures.append((positions, tuple(tensor.shape[1:]), exc))
 
     def finish(self) -> list[Any]:
-        if self.failures and len(self.failures) == len(self.pre.groups):
-            if not all(_misfit(self.fitted, shape) for _, shape, _ in self.failures):
-                raise self.failures[0][2]
+        every_group_failed = self.failures and len(self.failures) == len(self.pre.groups)
+        if every_group_failed and not all(_misfit(self.fitted, s) for _, s, _ in self.failures):
+            raise self.failures[0][2]
         for positions, shape, failure in self.failures:
             logger.info("inputs of shape %s failed: %s", list(shape), failure)
             error = _shape_error(shape, failure)

@@ -37,10 +37,10 @@ from .responses import (
     Receive,
     Scope,
     Send,
+    error_headers,
     header,
     json_bytes,
     read_body,
-    error_headers,
     send_response,
 )
 from .tokens_port import TokenChecker
