@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import resource
 import socket
+import threading
 import time
 from collections.abc import Iterator
 
@@ -32,14 +33,18 @@ DEADLINE_S = 30.0
 def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     root = tmp_path_factory.mktemp("limited")
     build_archive(root / "model_store", "echo", handlers.ECHO)
+    build_archive(root / "model_store", "slow", handlers.slow_handler(str(root / "slow.log")))
     config = {
         "request_head_timeout_s": str(HEAD_TIMEOUT_S),
         "max_header_size": "8192",
         "max_header_count": "50",
         "grpc_max_concurrent_rpcs": "2",
         "grpc_max_metadata_size": "4096",
+        "max_inflight_requests": "3",
+        "retry_after_s": "2",
+        "max_response_size": "4096",
     }
-    options = ServerOptions(load_models="echo=echo.mar", config=config, nofile=NOFILE)
+    options = ServerOptions(load_models="echo=echo.mar,slow=slow.mar", config=config, nofile=NOFILE)
     with running_server(root, options) as server:
         yield server
 
@@ -169,3 +174,46 @@ def test_grpc_metadata_past_the_cap_is_refused(limited: ServerProcess) -> None:
         assert health.Check(request, timeout=DEADLINE_S).status == (
             health_pb2.HealthCheckResponse.SERVING
         )
+
+
+def test_past_max_inflight_requests_is_503_with_retry_after_and_ping_is_exempt(
+    limited: ServerProcess,
+) -> None:
+    held: list[int] = []
+
+    def hold() -> None:
+        with limited.client(timeout=DEADLINE_S) as client:
+            held.append(client.post("/predictions/slow", content=b"3:held").status_code)
+
+    def inflight() -> float:
+        text = httpx.get(f"{limited.metrics_url}/metrics", timeout=DEADLINE_S).text
+        line = next(x for x in text.splitlines() if x.startswith("torchwick_requests_inflight{"))
+        return float(line.split()[-1])
+
+    threads = [threading.Thread(target=hold) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + DEADLINE_S
+    while inflight() < 3:
+        assert time.monotonic() < deadline, "the held requests never arrived"
+        time.sleep(0.05)
+    refused = limited.client().post("/predictions/echo", content=b"x")
+    ping = httpx.get(f"{limited.inference_url}/ping", timeout=DEADLINE_S)
+    for thread in threads:
+        thread.join()
+    assert refused.status_code == 503
+    assert refused.headers["retry-after"] == "2"
+    assert "max_inflight_requests" in refused.json()["message"]
+    assert ping.status_code == 200
+    assert held == [200, 200, 200]
+    _ping_and_infer(limited)
+
+
+def test_an_oversized_response_is_a_json_error(limited: ServerProcess) -> None:
+    answer = limited.client().post("/predictions/echo", content=b"x" * 10_000)
+    assert answer.status_code == 500
+    assert answer.headers["content-type"] == "application/json"
+    document = answer.json()
+    assert set(document) == {"code", "type", "message"}
+    assert "max_response_size" in document["message"]
+    _ping_and_infer(limited)

@@ -56,6 +56,7 @@ from .loader import EntryPoint, resolve_entry_point
 from .messages import LoadSpec, MetricRecord, PredictRequest, PredictResponse
 from .metrics_config import MetricsConfigError, load_metrics_config, preregister
 from .oip_answers import OIP_MARKER, DecodeError, declared_outputs, kservev2_document, tensor_answer
+from .redact import redact_paths
 from .streaming import STREAM_HEADER, build_response
 
 __all__ = ["HandlerLoadError", "ModelService"]
@@ -64,7 +65,8 @@ logger = logging.getLogger("torchwick.model")
 
 
 def error_response(request_id: str, code: int, message: str, type_name: str) -> PredictResponse:
-    """A final JSON error answer for one request."""
+    """A final JSON error answer for one request (absolute paths in ``message`` redacted)."""
+    message = redact_paths(message)
     return PredictResponse(
         request_id=request_id,
         status=code,

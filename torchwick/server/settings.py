@@ -136,7 +136,8 @@ class Settings:
     max_connections: int = 10_000
     #: File descriptors kept for the server's own use (workers, logs, listeners).
     fd_reserve: int = 128
-    #: HTTP requests being served at once (503 with Retry-After past it; /ping is exempt).
+    #: HTTP requests being served at once (503 with Retry-After past it; /ping and /metrics
+    #: are exempt).
     max_inflight_requests: int = 4096
     #: Seconds a 503 for an overload or a full queue tells clients to wait (Retry-After).
     retry_after_s: int = 1

@@ -10,8 +10,8 @@ For every HTTP request it
    of the body is read, and closes that connection (the body stays unread);
 3a. refuses a path holding a control character (``%00``...) with 400; refuses a request with
    503 while ``max_inflight_requests`` requests (of all listeners together) are being served
-   (``/ping`` is exempt, so health checks see the server); every 503, whatever sent it,
-   carries ``Retry-After: retry_after_s``;
+   (``/ping`` and ``/metrics`` are exempt, so health checks and scrapes see the server);
+   every 503, whatever sent it, carries ``Retry-After: retry_after_s``;
 4. runs the FastAPI app; adds the request id, no-cache and CORS headers to whatever it sends;
 5. counts the response (Requests2XX/4XX/5XX) and queues an access-log line.
 
@@ -91,7 +91,7 @@ class InflightLimit:
 
 
 #: Paths the in-flight cap never refuses.
-_EXEMPT = frozenset({"/ping"})
+_EXEMPT = frozenset({"/ping", "/metrics"})
 
 
 class ServingMiddleware:

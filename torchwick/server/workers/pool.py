@@ -28,6 +28,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from torchwick.handlers.messages import PredictRequest, PredictResponse
+from torchwick.handlers.redact import redact_paths
 from torchwick.server.errors import ModelLoadFailed, ServiceUnavailable
 from torchwick.server.model_version import ModelVersionConfig
 
@@ -290,7 +291,7 @@ class WorkerPool:
 
     def _load_failed(self, exc: LoadFailedError) -> None:
         self._load_failures += 1
-        self.last_error = exc.message
+        self.last_error = redact_paths(exc.message)
         self.last_error_status = exc.status
         logger.error(
             "worker of %s failed to load (%d in a row): %s",

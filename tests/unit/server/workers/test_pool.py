@@ -294,3 +294,15 @@ def test_the_pool_does_not_import_the_supervisor() -> None:
         for alias in node.names
     ]
     assert imported and not [name for name in imported if "supervisor" in name]
+
+
+async def test_load_errors_reach_clients_without_server_paths(tmp_path: Path) -> None:
+    leak = f"FileNotFoundError: [Errno 2] No such file or directory: '{tmp_path}/store/m/w.pt'"
+    supervisor = FakeSupervisor(tmp_path, [leak], sleep=Sleeps(), max_load_failures=1)
+    pool = _pool(supervisor)
+    with pytest.raises(ModelLoadFailed) as raised:
+        await asyncio.wait_for(pool.scale(1, wait=True), 5)
+    for text in (raised.value.message, pool.last_error or ""):
+        assert str(tmp_path) not in text
+        assert "No such file or directory: '.../w.pt'" in text
+    await supervisor.close()
