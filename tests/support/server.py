@@ -72,6 +72,10 @@ class ServerOptions:
     #: TorchServe user does it, ``torchserve --start`` from a shell (the daemon inherits the
     #: launcher's output, which goes to ``server.out``), stopped with ``torchserve --stop``.
     launcher: Literal["foreground", "start"] = "foreground"
+    #: False: the server is ready once ``/ping`` answers at all (a startup model may fail).
+    expect_healthy: bool = True
+    #: ``RLIMIT_NOFILE`` (soft and hard) of the server process; ``None`` keeps the test's.
+    nofile: int | None = None
 
 
 class ServerProcess:
@@ -207,8 +211,10 @@ class ServerProcess:
                 self.urls[api.lower()] = url
             for api, url in _GRPC_BOUND.findall(text):
                 self.grpc_urls[api.lower()] = url
-            if wanted <= self.urls.keys() and _ping(self.inference_url) == 200:
-                return
+            if wanted <= self.urls.keys():
+                status = _ping(self.inference_url)
+                if status == 200 or (status is not None and not self.options.expect_healthy):
+                    return
             time.sleep(0.05)
         raise RuntimeError(f"server not ready after {timeout} s\n{self.logs()}")
 
@@ -271,9 +277,16 @@ def start_server(root: Path, options: ServerOptions | None = None) -> ServerProc
     if options.launcher == "start":
         torchserve = Path(sys.executable).parent / "torchserve"
         command = [str(torchserve), "--start", "--ncs", "--ts-config", str(config)]
+    if options.nofile is not None:
+        # util-linux's prlimit execs the server with the limit (soft and hard) already set.
+        command = ["prlimit", f"--nofile={options.nofile}:{options.nofile}", *command]
     with open(root / "server.out", "wb") as out:
         process = subprocess.Popen(
-            command, cwd=workdir, env=env, stdout=out, stderr=subprocess.STDOUT
+            command,
+            cwd=workdir,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
     server = ServerProcess(root, process, options)
     server.tmpdir = Path(tmpdir)

@@ -88,6 +88,9 @@ class BaseHandler:
         self.sample_shape: tuple[int | None, ...] | None = None
         self.input_dtype: torch.dtype | None = None
         self._rejected: dict[int, PredictionException] = {}
+        #: Per-sample input shapes the model has run on: evidence that a shape it fails on
+        #: is the input's fault (400), not the model's (see ``pipeline``).
+        self._fitted: set[tuple[int, ...]] = set()
         self._accepted: list[int] = []
 
     # Loading -----------------------------------------------------------------------------
@@ -196,6 +199,8 @@ class BaseHandler:
         if isinstance(value, (bytes, bytearray)):
             try:
                 value = json.loads(bytes(value).decode("utf-8"))
+            except RecursionError:
+                raise InvalidInput("the JSON body nests too deeply") from None
             except (UnicodeDecodeError, ValueError):
                 raise InvalidInput(
                     "the body is not JSON: expected a (nested) list of numbers"
@@ -297,7 +302,7 @@ class BaseHandler:
         raise TypeError(f"cannot postprocess a model output of type {type(data).__name__}")
 
     def _per_group(self, pre: Any, run: Callable[[Any, list[int]], list[Any]]) -> list[Any]:
-        return per_group(pre, len(self._accepted), run)
+        return per_group(pre, len(self._accepted), run, getattr(self, "_fitted", None))
 
     def handle(self, data: list[dict[str, Any]] | None, context: Context) -> Any:
         """Run one batch; returns one item per request (exceptions mark rejected requests).
@@ -348,7 +353,9 @@ class BaseHandler:
                 result: list[Any] = await _awaited(self.postprocess(inferred))
                 return result
 
-            output = await per_group_async(pre, len(self._accepted), run)
+            output = await per_group_async(
+                pre, len(self._accepted), run, getattr(self, "_fitted", None)
+            )
         return self._finish(output, len(data), context, started)
 
     def _finish(self, output: Any, count: int, context: Any, started: float) -> Any:

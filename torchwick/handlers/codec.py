@@ -18,6 +18,9 @@ import json
 import logging
 from typing import Any
 
+from torchwick.server.errors import BadRequest
+
+from .json_depth import json_too_deep
 from .messages import PredictRequest
 from .pretty_json import dumps_indent2
 
@@ -31,8 +34,13 @@ class UnsupportedOutputError(TypeError):
     """A handler returned a value that cannot be serialised for the response."""
 
 
-def decode_value(value: bytes, content_type: str | None, decode: bool) -> Any:
+def decode_value(
+    value: bytes, content_type: str | None, decode: bool, max_json_depth: int = 64
+) -> Any:
     """One parameter's value as the handler sees it.
+
+    JSON nested deeper than ``max_json_depth`` raises ``BadRequest`` (the request alone is
+    answered 400); JSON that does not parse is passed on as raw bytes, as in TorchServe.
 
     An Open Inference Protocol tensor (``application/x-oip-tensor; datatype=..; shape=..``,
     see ``torchwick.server.oip.frames``) is always a numpy array, read-only, whatever
@@ -47,6 +55,8 @@ def decode_value(value: bytes, content_type: str | None, decode: bool) -> Any:
         return raw
     kind = content_type.lower()
     if kind == "application/json":
+        if json_too_deep(raw, max_json_depth):
+            raise BadRequest(f"JSON input nests deeper than max_json_depth ({max_json_depth})")
         try:
             return json.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, ValueError):
@@ -61,8 +71,11 @@ def decode_value(value: bytes, content_type: str | None, decode: bool) -> Any:
     return raw
 
 
-def decode_request(request: PredictRequest, decode: bool) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``(input_row, request_headers)`` for one request.
+def decode_request(
+    request: PredictRequest, decode: bool, max_json_depth: int = 64
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(input_row, request_headers)`` for one request (``BadRequest`` for JSON nested
+    deeper than ``max_json_depth``; ``InvalidTensor`` for a malformed OIP tensor).
 
     The headers map holds the HTTP headers plus, per parameter, ``{name: {"content-type": t}}``
     (TorchServe exposes parameter content types this way). Repeated parameter names: the
@@ -78,7 +91,9 @@ def decode_request(request: PredictRequest, decode: bool) -> tuple[dict[str, Any
                 parameter.name, parameter.value, parameter.content_type
             )
         else:
-            row[parameter.name] = decode_value(parameter.value, parameter.content_type, decode)
+            row[parameter.name] = decode_value(
+                parameter.value, parameter.content_type, decode, max_json_depth
+            )
         headers[parameter.name] = {"content-type": parameter.content_type}
     return row, headers
 

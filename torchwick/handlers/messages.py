@@ -106,3 +106,7 @@ class LoadSpec:
     #: Folders appended to the worker's ``sys.path`` after ``model_dir``: the per-model pip
     #: target of ``install_py_dep_per_model`` (empty otherwise).
     extra_paths: list[str] = field(default_factory=list)
+    #: Deepest JSON nesting of a decoded input, and the most pixels of a decoded image in the
+    #: built-in vision handlers (config.properties ``max_json_depth``, ``max_image_pixels``).
+    max_json_depth: int = 64
+    max_image_pixels: int = 50_000_000

@@ -56,6 +56,7 @@ from .loader import EntryPoint, resolve_entry_point
 from .messages import LoadSpec, MetricRecord, PredictRequest, PredictResponse
 from .metrics_config import MetricsConfigError, load_metrics_config, preregister
 from .oip_answers import OIP_MARKER, DecodeError, declared_outputs, kservev2_document, tensor_answer
+from .redact import redact_paths
 from .streaming import STREAM_HEADER, build_response
 
 __all__ = ["HandlerLoadError", "ModelService"]
@@ -64,7 +65,8 @@ logger = logging.getLogger("torchwick.model")
 
 
 def error_response(request_id: str, code: int, message: str, type_name: str) -> PredictResponse:
-    """A final JSON error answer for one request."""
+    """A final JSON error answer for one request (absolute paths in ``message`` redacted)."""
+    message = redact_paths(message)
     return PredictResponse(
         request_id=request_id,
         status=code,
@@ -129,6 +131,8 @@ class ModelService:
             emit_metric=emit_metric,
             emit_intermediate=emit_intermediate,
         )
+        # torchwick's input limits, next to TorchServe's ``limit_max_image_pixels``.
+        context.system_properties["max_image_pixels"] = spec.max_image_pixels
         preregister(context.metrics, metrics_config)
         try:
             entry = resolve_entry_point(spec.handler, model_dir)
@@ -148,7 +152,8 @@ class ModelService:
         """Run one batch; one final response per request, in order.
 
         A request whose input cannot be decoded (an OIP tensor whose bytes do not fit its
-        shape) is answered 400 on its own; the rest of the batch runs."""
+        shape, JSON nested deeper than ``max_json_depth``) is answered 400 on its own; the
+        rest of the batch runs."""
         if not batch:
             return []
         failed: dict[str, PredictResponse] = {}
@@ -156,7 +161,11 @@ class ModelService:
         decoded = []
         for request in batch:
             try:
-                decoded.append(decode_request(request, self.spec.decode_input_request))
+                decoded.append(
+                    decode_request(
+                        request, self.spec.decode_input_request, self.spec.max_json_depth
+                    )
+                )
             except DecodeError as exc:
                 failed[request.request_id] = error_response(
                     request.request_id, 400, exc.message, "BadRequestException"

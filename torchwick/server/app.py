@@ -27,6 +27,7 @@ import time
 from dataclasses import dataclass, field
 
 from .api.assembly import RestApis
+from .api.connection_guard import ConnectionGuard, ConnectionLimits
 from .api.serving import ListenerError, RunningListener, open_listener, start_uvicorn
 from .config.addresses import ListenAddress, parse_address
 from .config.errors import ConfigError
@@ -41,6 +42,7 @@ from .observability import (
     ModelMetrics,
     install_server_log,
 )
+from .observability.limit_metrics import LimitMetrics
 from .security.tokens import TokenAuthority
 from .settings import Settings
 from .snapshots import SnapshotWriter
@@ -108,6 +110,7 @@ class _Server:
         self.servers: list[RunningListener] = []
         self.grpc: GrpcServers | None = None
         self.snapshots: SnapshotWriter | None = None
+        self.limit_metrics: LimitMetrics
 
     async def run(self) -> int:
         settings = self.settings
@@ -132,6 +135,8 @@ class _Server:
         )
         if self.snapshots is not None:
             plane.models_changed = self.snapshots.save
+        self.limit_metrics = LimitMetrics(hostname, plane.batcher_stats)
+        metrics.registry.register(self.limit_metrics)
         access_log = AccessLog(settings.log_location / ACCESS_LOG_FILE)
         parts = _Parts(plane, supervisor, tokens, access_log, model_metrics, plans)
         try:
@@ -172,11 +177,19 @@ class _Server:
             parts.tokens,
             access_log=parts.access_log,
         )
+        guard = ConnectionGuard(ConnectionLimits.from_settings(settings))
+        self.limit_metrics.connections = guard
+        self.limit_metrics.inflight = apis.inflight
         for plan in parts.plans:
             app = apis.listener_app(plan.apis)
             sock = open_listener(plan.address)
             server = await start_uvicorn(
-                app, sock, plan.address, settings, graceful_shutdown_s=GRACEFUL_SHUTDOWN_S
+                app,
+                sock,
+                plan.address,
+                settings,
+                graceful_shutdown_s=GRACEFUL_SHUTDOWN_S,
+                guard=guard,
             )
             self.servers.append(server)
             bound = _bound_address(plan.address, sock)

@@ -126,10 +126,10 @@ class WorkerRow:
 class ModelStatus:
     """One registered model version: its effective settings, workers and queue.
 
-    ``state`` is ``READY``, ``SCALING``, ``STOPPED`` or ``FAILED``; ``last_error`` is the last
-    worker failure the pool reported. ``customized`` is the handler's own metadata when it was
-    asked for (``None`` otherwise). ``device_type`` is ``cpu`` or ``gpu`` as configured, or
-    the device the workers actually got when the model said ``auto``.
+    ``state`` is ``READY``, ``SCALING``, ``STOPPED`` or ``CRASH_LOOPING``; ``last_error`` is
+    the last worker failure the pool reported. ``customized`` is the handler's own metadata
+    when it was asked for (``None`` otherwise). ``device_type`` is ``cpu`` or ``gpu`` as
+    configured, or the device the workers actually got when the model said ``auto``.
     """
 
     name: str

@@ -70,6 +70,14 @@ class RequestTimeout(TorchwickError):
     """A management operation did not finish in time (for example unregister)."""
 
 
+class RequestHeadTimeout(RequestTimeout):
+    """A connection did not send a complete request head within ``request_head_timeout_s``."""
+
+
+class HeadersTooLarge(TorchwickError):
+    """Request headers over ``max_header_size`` bytes or ``max_header_count`` lines (431)."""
+
+
 class Conflict(TorchwickError):
     """The model name and version are already registered."""
 
@@ -80,6 +88,15 @@ class PayloadTooLarge(TorchwickError):
 
 class ServiceUnavailable(TorchwickError):
     """No worker can take the request, or the model's job queue is full."""
+
+
+class QueueFull(ServiceUnavailable):
+    """The model version's job queue holds ``job_queue_size`` requests already (503)."""
+
+
+class Overloaded(ServiceUnavailable):
+    """The server holds ``max_inflight_requests`` requests or ``max_connections``
+    connections already (503)."""
 
 
 class InternalError(TorchwickError):
@@ -152,12 +169,16 @@ ERROR_TABLE: dict[type[TorchwickError], ErrorStatus] = {
     ModelVersionNotFound: ErrorStatus(404, "ModelVersionNotFoundException", "NOT_FOUND"),
     MethodNotAllowed: ErrorStatus(405, "MethodNotAllowedException", "PERMISSION_DENIED"),
     RequestTimeout: ErrorStatus(408, "RequestTimeoutException", "DEADLINE_EXCEEDED"),
+    RequestHeadTimeout: ErrorStatus(408, "RequestTimeoutException", "DEADLINE_EXCEEDED"),
+    HeadersTooLarge: ErrorStatus(431, "RequestHeaderFieldsTooLargeException", "RESOURCE_EXHAUSTED"),
     Conflict: ErrorStatus(409, "ConflictStatusException", "ALREADY_EXISTS"),
     PayloadTooLarge: ErrorStatus(413, "PayloadTooLargeException", "RESOURCE_EXHAUSTED"),
     InternalError: ErrorStatus(500, "InternalServerException", "INTERNAL"),
     WorkerDied: ErrorStatus(500, "InternalServerException", "INTERNAL"),
     ModelLoadFailed: ErrorStatus(500, "InternalServerException", "INTERNAL"),
     ServiceUnavailable: ErrorStatus(503, "ServiceUnavailableException", "UNAVAILABLE"),
+    QueueFull: ErrorStatus(503, "ServiceUnavailableException", "UNAVAILABLE"),
+    Overloaded: ErrorStatus(503, "ServiceUnavailableException", "UNAVAILABLE"),
     ResponseTimeout: ErrorStatus(504, "ResponseTimeoutException", "DEADLINE_EXCEEDED"),
     OutOfResources: ErrorStatus(507, "OutOfResourcesException", "RESOURCE_EXHAUSTED"),
     InvalidInferRequest: ErrorStatus(400, "BadRequestException", "INVALID_ARGUMENT"),

@@ -48,6 +48,7 @@ logger = logging.getLogger("torchwick.server.dataplane")
 _DRAIN_POLL_S = 0.02
 SCALING_IN_PROGRESS = "Workers scaling in progress..."
 PROCESSING_UPDATES = "Processing worker updates..."
+CRASH_LOOPING_MESSAGE = "Workers failed to load; retrying with backoff (state CRASH_LOOPING)"
 
 
 class ModelManagement:
@@ -127,7 +128,9 @@ class ModelManagement:
         target = await install_requirements(name, requirements, prepared.workdir)
         return (str(target),)
 
-    async def _start(self, entry: ModelVersionEntry, synchronous: bool) -> OperationResult:
+    async def _start(
+        self, entry: ModelVersionEntry, synchronous: bool, *, keep: bool = False
+    ) -> OperationResult:
         spec = entry.spec
         wanted = spec.min_workers
         async with entry.lock:
@@ -147,6 +150,8 @@ class ModelManagement:
                     error,
                     entry.pool.last_error,
                 )
+                if keep:  # a startup model stays registered; its pool keeps retrying
+                    return OperationResult(Outcome.PARTIAL, CRASH_LOOPING_MESSAGE)
                 await self._teardown(entry, float(self._settings.unregister_model_timeout))
                 raise ModelLoadFailed(
                     f"Failed to start workers for model {spec.name} version: {spec.version}"
@@ -165,7 +170,9 @@ class ModelManagement:
         workers. Each gets ``default_workers_per_model``, else one per GPU, else one per core
         (capped), unless the ``models=`` JSON or the archive's yaml says otherwise. Failures
         are logged and do not stop the others. Admission is sequential (so the first archive
-        listed for a name becomes its default); workers start concurrently."""
+        listed for a name becomes its default); workers start concurrently. A model whose
+        workers fail to load stays registered (``CRASH_LOOPING`` in describe, ``/ping``
+        unhealthy) and its workers keep being retried with backoff."""
         try:
             await self._load_startup_models()
         finally:
@@ -190,7 +197,7 @@ class ModelManagement:
             except TorchwickError as error:
                 logger.error("startup model %s (%s) not loaded: %s", model.name, model.url, error)
         results = await asyncio.gather(
-            *(self._start(e, True) for e in entries), return_exceptions=True
+            *(self._start(e, True, keep=True) for e in entries), return_exceptions=True
         )
         for entry, result in zip(entries, results, strict=True):
             if isinstance(result, BaseException):

@@ -81,6 +81,8 @@ class ModelVersionConfig:
     metrics_config: str | None = None
     #: The per-model pip target folder(s) (``install_py_dep_per_model``), for workers' sys.path.
     extra_paths: tuple[str, ...] = ()
+    max_json_depth: int = 64
+    max_image_pixels: int = 50_000_000
 
     def load_spec(self, *, gpu_id: int | None, threads: int, adaptive_threads: bool) -> LoadSpec:
         """The LOAD frame for one worker of this version: this config plus the worker's placement.
@@ -107,4 +109,6 @@ class ModelVersionConfig:
             threads=max(1, threads),
             adaptive_threads=adaptive_threads,
             max_response_size=self.max_response_size,
+            max_json_depth=self.max_json_depth,
+            max_image_pixels=self.max_image_pixels,
         )

@@ -130,3 +130,39 @@ class Settings:
     max_archive_uncompressed_size: int = 64 * 1024**3
     #: Bytes extracted at most this many times the archive's size (beyond the first 64 MiB).
     max_archive_compression_ratio: float = 100.0
+    # --- connection, request and input limits (issue 10; docs/security.md) ---
+    #: Seconds a connection may take to send a complete request head (from opening, or from
+    #: the first byte of a later head); a connection that sends nothing is closed then.
+    request_head_timeout_s: float = 10.0
+    #: Seconds an idle keep-alive connection is kept after a response.
+    keep_alive_timeout_s: int = 75
+    #: Bytes of all request header lines together (431 past it), and their number.
+    max_header_size: int = 32 * 1024
+    max_header_count: int = 100
+    #: Longest request target (path and query), in bytes (400 past it).
+    max_url_length: int = 8192
+    #: Open HTTP connections of all listeners; lowered to RLIMIT_NOFILE - fd_reserve.
+    max_connections: int = 10_000
+    #: File descriptors kept for the server's own use (workers, logs, listeners).
+    fd_reserve: int = 128
+    #: HTTP requests being served at once (503 with Retry-After past it; /ping and /metrics
+    #: are exempt).
+    max_inflight_requests: int = 4096
+    #: Seconds a 503 for an overload or a full queue tells clients to wait (Retry-After).
+    retry_after_s: int = 1
+    #: Deepest nesting of JSON the server itself parses (400 past it).
+    max_json_depth: int = 64
+    #: Parts of one multipart/form-data body (400 past it).
+    max_multipart_parts: int = 256
+    #: Pixels of one decoded image in the built-in vision handlers (400 past it).
+    max_image_pixels: int = 50_000_000
+    #: gRPC: concurrent streams per HTTP/2 connection, RPCs being served in all
+    #: (RESOURCE_EXHAUSTED past it), seconds before an idle connection is closed, metadata
+    #: bytes per call.
+    grpc_max_concurrent_streams: int = 100
+    grpc_max_concurrent_rpcs: int = 1000
+    grpc_max_connection_idle_s: float = 300.0
+    grpc_max_metadata_size: int = 16 * 1024
+    #: Longest wait between two attempts to (re)start a crashed or failing worker; a model
+    #: whose loads keep failing is retried at this pace for as long as it is registered.
+    worker_backoff_max_s: float = 30.0

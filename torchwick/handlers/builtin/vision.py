@@ -37,13 +37,21 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def decode_image(raw: bytes | bytearray) -> Image.Image:
+def decode_image(raw: bytes | bytearray, max_pixels: int | None = None) -> Image.Image:
     """The decoded PIL image in its own mode (``L``, ``RGB``, ``RGBA``, ``P``...), or
-    ``InvalidInput``. The pixels are loaded here, so a truncated file fails here."""
+    ``InvalidInput``. The pixels are loaded here, so a truncated file fails here. An image
+    whose header declares more than ``max_pixels`` pixels is refused before any pixel is
+    decoded (a small PNG can declare gigapixels)."""
     if not raw:
         raise InvalidInput("the image is empty")
     try:
         with Image.open(io.BytesIO(bytes(raw))) as opened:
+            width, height = opened.size
+            if max_pixels is not None and width * height > max_pixels:
+                raise InvalidInput(
+                    f"the image has {width}x{height} pixels, more than max_image_pixels "
+                    f"({max_pixels})"
+                )
             opened.load()
             # copy(): the returned image must outlive the ``with`` that closes the file.
             return opened.copy()
@@ -122,6 +130,8 @@ class VisionHandler(BaseHandler):
     resize_size: int | None = 256
     crop_size: int | None = 224
     normalize = True
+    #: Most pixels of one decoded image (the server's ``max_image_pixels``, set at initialize).
+    max_pixels: int | None = 50_000_000
 
     def __init__(self) -> None:
         super().__init__()
@@ -137,9 +147,12 @@ class VisionHandler(BaseHandler):
             IMAGENET_MEAN if normalize else None,
             IMAGENET_STD if normalize else None,
         )
+        self.max_pixels = context.system_properties.get("max_image_pixels", self.max_pixels)
         if not context.system_properties.get("limit_max_image_pixels", True):
-            # TorchServe's switch for very large images: lifts PIL's (process-wide) limit.
+            # TorchServe's switch for very large images: lifts PIL's (process-wide) limit
+            # and torchwick's max_image_pixels.
             Image.MAX_IMAGE_PIXELS = None
+            self.max_pixels = None
 
     def image_from_request(self, row: Any) -> torch.Tensor:
         """One request's ``[C, H, W]`` tensor (``InvalidInput`` on anything unusable)."""
@@ -154,7 +167,7 @@ class VisionHandler(BaseHandler):
                     "text input must be a base64-encoded image; send raw image bytes otherwise"
                 ) from None
         if isinstance(value, (bytes, bytearray)):
-            image = decode_image(value)
+            image = decode_image(value, self.max_pixels)
             processing = self.image_processing or self.transform
             tensor = processing(image)
         elif isinstance(value, list):

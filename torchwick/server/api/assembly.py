@@ -24,7 +24,7 @@ from torchwick.server.settings import Settings
 
 from .api_docs import ApiDocuments
 from .errors_http import install_error_handlers
-from .middleware import AccessRecorder, ServingMiddleware
+from .middleware import AccessRecorder, InflightLimit, ServingMiddleware
 from .responses import JSON_CONTENT_TYPE, fixed_headers, json_bytes
 from .rest_inference import InferenceApi, InferencePlane
 from .rest_management import (
@@ -71,6 +71,8 @@ class RestApis:
         self.tokens = tokens
         self.access_log = access_log
         self.fixed_headers = fixed_headers(settings)
+        #: One in-flight count for every listener of the server.
+        self.inflight = InflightLimit(settings.max_inflight_requests, settings.retry_after_s)
 
     def listener_app(self, apis: Sequence[str]) -> ASGIApp:
         """The ASGI app of a listener serving ``apis`` (see the module docs)."""
@@ -94,6 +96,7 @@ class RestApis:
                 self.tokens,
                 max_request_size=settings.max_request_size,
                 docs=docs,
+                max_parts=settings.max_multipart_parts,
             )
             oip = OipRestApi(self.plane, self.tokens, max_request_size=settings.max_request_size)
             hot_routes = [*inference.routes(), *oip.raw_routes()]
@@ -151,4 +154,5 @@ class RestApis:
             max_request_size=settings.max_request_size,
             metrics=self.metrics,
             access_log=self.access_log,
+            inflight=self.inflight,
         )

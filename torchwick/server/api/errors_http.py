@@ -35,6 +35,7 @@ from .responses import (
     NOT_ALLOWED_MESSAGE,
     NOT_FOUND_MESSAGE,
     error_document,
+    error_headers,
 )
 
 log = logging.getLogger("torchwick.server.api")
@@ -42,7 +43,9 @@ log = logging.getLogger("torchwick.server.api")
 
 def error_response(error: TorchwickError) -> Response:
     """The JSON answer for ``error``."""
-    headers = {"connection": "close"} if isinstance(error, PayloadTooLarge) else None
+    headers = {"connection": "close"} if isinstance(error, PayloadTooLarge) else {}
+    for name, value in error_headers(error):
+        headers[name.decode("latin-1")] = value.decode("latin-1")
     return Response(
         error_document(error),
         error.status.http_status,

@@ -7,12 +7,17 @@
   without parameters (``None`` when the request has no Content-Type).
 
 Repeated names stay separate parameters, in order. The body is already in memory and bounded
-by ``max_request_size`` when these run. Malformed form bodies raise ``BadRequest``.
+by ``max_request_size`` when these run. Malformed form bodies raise ``BadRequest``, and so do
+(400, naming the problem): more than ``max_parts`` multipart parts or urlencoded fields; a
+field name that is not UTF-8 or holds a control character (NUL included); a plain field's
+value (urlencoded, or a multipart part without a ``filename``) that is not UTF-8 text or
+holds a NUL byte. File parts carry bytes and are not checked.
 """
 
 from __future__ import annotations
 
-from urllib.parse import parse_qsl
+import re
+from urllib.parse import unquote_to_bytes
 
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
@@ -44,24 +49,75 @@ def mime_type(content_type: bytes | None) -> str | None:
     return mime
 
 
-def parse_inputs(content_type: bytes | None, body: bytes) -> tuple[InputParameter, ...]:
+def parse_inputs(
+    content_type: bytes | None, body: bytes, max_parts: int = 256
+) -> tuple[InputParameter, ...]:
     """The input parameters of one request, by its Content-Type (see the module docs)."""
     mime = mime_type(content_type)
     if mime == _MULTIPART:
         assert content_type is not None
-        return _parse_multipart(content_type, body)
+        return _parse_multipart(content_type, body, max_parts)
     if mime == _URLENCODED:
+        fields = _parse_urlencoded(body)
+        if len(fields) > max_parts:
+            raise BadRequest(f"form has more than max_multipart_parts ({max_parts}) fields")
         return tuple(
-            InputParameter(name.decode("utf-8", "replace"), value)
-            for name, value in parse_qsl(body, keep_blank_values=True)
+            InputParameter(_field_name(name), _field_value(name, value)) for name, value in fields
         )
     return (InputParameter("body", body, mime),)
+
+
+def _parse_urlencoded(body: bytes) -> list[tuple[bytes, bytes]]:
+    """``name=value`` pairs as bytes (``+`` is a space, ``%XX`` a byte), empty ones skipped.
+
+    ``urllib.parse.parse_qsl`` on bytes round-trips values through ASCII and fails on any
+    non-ASCII byte; here values stay bytes, and are checked by ``_field_value``.
+    """
+    fields = []
+    for pair in body.split(b"&"):
+        if not pair:
+            continue
+        name, _, value = pair.partition(b"=")
+        fields.append(
+            (
+                unquote_to_bytes(name.replace(b"+", b" ")),
+                unquote_to_bytes(value.replace(b"+", b" ")),
+            )
+        )
+    return fields
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _field_name(raw: bytes) -> str:
+    try:
+        name = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadRequest("form field name is not UTF-8") from None
+    if _CONTROL.search(name):
+        raise BadRequest(f"form field name {name!r} contains a control character")
+    return name
+
+
+def _field_value(name: bytes, value: bytes) -> bytes:
+    """A plain (non-file) field's value, checked to be text without NUL bytes."""
+    if b"\x00" in value:
+        raise BadRequest(f"form field {name.decode('utf-8', 'replace')!r} contains a NUL byte")
+    try:
+        value.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadRequest(
+            f"form field {name.decode('utf-8', 'replace')!r} is not UTF-8 text"
+        ) from None
+    return value
 
 
 class _PartCollector:
     """Callbacks for the streaming multipart parser; gathers whole parts in memory."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_parts: int) -> None:
+        self.max_parts = max_parts
         self.parts: list[InputParameter] = []
         self._data: list[bytes] = []
         self._headers: dict[bytes, bytes] = {}
@@ -69,6 +125,11 @@ class _PartCollector:
         self._value: list[bytes] = []
 
     def on_part_begin(self) -> None:
+        if len(self.parts) >= self.max_parts:
+            raise BadRequest(
+                f"multipart/form-data body has more than max_multipart_parts "
+                f"({self.max_parts}) parts"
+            )
         self._data = []
         self._headers = {}
 
@@ -90,21 +151,26 @@ class _PartCollector:
         disposition, options = parse_options_header(self._headers.get(b"content-disposition"))
         if disposition != b"form-data" or b"name" not in options:
             raise BadRequest("multipart part without a form-data name")
-        name = options[b"name"].decode("utf-8", "replace")
+        name = _field_name(options[b"name"])
         content_type: str | None = None
+        value = b"".join(self._data)
         if b"filename" in options:
             content_type = mime_type(self._headers.get(b"content-type")) or (
                 "application/octet-stream"
             )
-        self.parts.append(InputParameter(name, b"".join(self._data), content_type))
+        else:
+            _field_value(options[b"name"], value)
+        self.parts.append(InputParameter(name, value, content_type))
 
 
-def _parse_multipart(content_type: bytes, body: bytes) -> tuple[InputParameter, ...]:
+def _parse_multipart(
+    content_type: bytes, body: bytes, max_parts: int
+) -> tuple[InputParameter, ...]:
     _, options = parse_options_header(content_type)
     boundary = options.get(b"boundary")
     if not boundary:
         raise BadRequest("multipart/form-data request without a boundary")
-    collector = _PartCollector()
+    collector = _PartCollector(max_parts)
     try:
         parser = MultipartParser(
             boundary,

@@ -59,6 +59,8 @@ def parse_json_object(body: bytes) -> dict[str, Any]:
         value = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BadRequest(f"Invalid JSON request body: {exc}") from None
+    except RecursionError:
+        raise BadRequest("Invalid JSON request body: nested too deeply") from None
     if not isinstance(value, dict):
         raise BadRequest("Invalid JSON request body: expected an object")
     return value

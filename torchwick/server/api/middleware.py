@@ -8,6 +8,10 @@ For every HTTP request it
    redirect is sent);
 3. refuses a declared ``Content-Length`` over ``max_request_size`` with 413 before anything
    of the body is read, and closes that connection (the body stays unread);
+3a. refuses a path holding a control character (``%00``...) with 400; refuses a request with
+   503 while ``max_inflight_requests`` requests (of all listeners together) are being served
+   (``/ping`` and ``/metrics`` are exempt, so health checks and scrapes see the server);
+   every 503, whatever sent it, carries ``Retry-After: retry_after_s``;
 4. runs the app (the hot-path router, falling through to FastAPI); adds the request id,
    no-cache and CORS headers to whatever it sends;
 5. counts the response (Requests2XX/4XX/5XX) and queues an access-log line.
@@ -22,12 +26,19 @@ second, bare traceback.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from typing import Protocol
 
 from starlette.types import ASGIApp
 
-from torchwick.server.errors import InternalError, PayloadTooLarge, TorchwickError
+from torchwick.server.errors import (
+    BadRequest,
+    InternalError,
+    Overloaded,
+    PayloadTooLarge,
+    TorchwickError,
+)
 
 from .responses import (
     CLIENT_GONE_KEY,
@@ -48,6 +59,10 @@ log = logging.getLogger("torchwick.server.api")
 #: Status recorded for requests whose client left before an answer could be sent
 #: (nginx's convention; never sent on the wire).
 CLIENT_CLOSED = 499
+_OVERLOADED = "Server is busy (max_inflight_requests reached); retry later"
+#: A decoded path with a control character (``%00``, ``%0a``...) names nothing that exists.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_CONTROL_MESSAGE = "Request path contains a control character"
 
 
 class ResponseCounter(Protocol):
@@ -74,6 +89,20 @@ class AccessRecorder(Protocol):
         """Queue one line (formatting happens later, off the event loop)."""
 
 
+class InflightLimit:
+    """Requests being served by all listeners of a server, and the cap on them."""
+
+    def __init__(self, limit: int, retry_after_s: int) -> None:
+        self.limit = limit
+        self.current = 0
+        self.rejected = 0
+        self.retry_after = (b"retry-after", str(retry_after_s).encode("latin-1"))
+
+
+#: Paths the in-flight cap never refuses.
+_EXEMPT = frozenset({"/ping", "/metrics"})
+
+
 class ServingMiddleware:
     """See the module docs. ``fixed`` are the listener's fixed headers."""
 
@@ -85,8 +114,10 @@ class ServingMiddleware:
         max_request_size: int,
         metrics: ResponseCounter,
         access_log: AccessRecorder | None,
+        inflight: InflightLimit,
     ) -> None:
         self.app = app
+        self.inflight = inflight
         self.fixed = fixed
         self.max_request_size = max_request_size
         self.metrics = metrics
@@ -105,6 +136,7 @@ class ServingMiddleware:
         scope[STARTED_KEY] = started
         added = ((b"x-request-id", request_id.encode("latin-1")), *self.fixed)
         status = 0
+        inflight = self.inflight
 
         async def send_with_headers(message: Message) -> None:
             nonlocal status
@@ -112,15 +144,25 @@ class ServingMiddleware:
                 status = message["status"]
                 headers = message.get("headers")
                 message["headers"] = [*added, *headers] if headers else list(added)
+                if status == 503:
+                    message["headers"].append(inflight.retry_after)
             await send(message)
 
+        counted = False
         try:
             length = declared_length(scope)
             if length is not None and length > self.max_request_size:
                 await send_error(
                     send_with_headers, too_large(length, self.max_request_size), close=True
                 )
+            elif _CONTROL.search(scope["path"]):
+                await send_error(send_with_headers, BadRequest(_CONTROL_MESSAGE))
+            elif inflight.current >= inflight.limit and scope["path"] not in _EXEMPT:
+                inflight.rejected += 1
+                await send_error(send_with_headers, Overloaded(_OVERLOADED))
             else:
+                inflight.current += 1
+                counted = True
                 await self.app(scope, receive, send_with_headers)
         except TorchwickError as error:
             # From a hot-path route (FastAPI answers its own routes' errors itself).
@@ -133,6 +175,9 @@ class ServingMiddleware:
             if not status:
                 internal = InternalError("Internal server error; see the server log")
                 await send_error(send_with_headers, internal)
+        finally:
+            if counted:
+                inflight.current -= 1
         if scope.get(CLIENT_GONE_KEY) and not status:
             status = CLIENT_CLOSED
         else:  # nothing was sent to a client that left, so there is nothing to count

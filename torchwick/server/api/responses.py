@@ -15,7 +15,7 @@ import random
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from torchwick.server.errors import PayloadTooLarge, TorchwickError
+from torchwick.server.errors import InvalidToken, PayloadTooLarge, TorchwickError
 from torchwick.server.settings import Settings
 
 Scope = MutableMapping[str, Any]
@@ -103,10 +103,25 @@ async def send_response(
     await send({"type": "http.response.body", "body": body})
 
 
+#: RFC 6750: a 401 names the authentication scheme the server expects.
+WWW_AUTHENTICATE = (b"www-authenticate", b"Bearer")
+
+
+def error_headers(error: TorchwickError) -> RawHeaders:
+    """Headers an error answer carries besides its JSON (``WWW-Authenticate`` on a 401;
+    ``Retry-After`` on a 503 is added by the serving middleware, which knows the setting)."""
+    return [WWW_AUTHENTICATE] if isinstance(error, InvalidToken) else []
+
+
 async def send_error(send: Send, error: TorchwickError, *, close: bool = False) -> None:
     """Send the error JSON with the status ``ERROR_TABLE`` gives the error's type."""
     await send_response(
-        send, error.status.http_status, error_document(error), JSON_CONTENT_TYPE, close=close
+        send,
+        error.status.http_status,
+        error_document(error),
+        JSON_CONTENT_TYPE,
+        error_headers(error),
+        close=close,
     )
 
 

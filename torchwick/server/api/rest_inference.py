@@ -148,10 +148,12 @@ class InferenceApi:
         *,
         max_request_size: int,
         docs: ApiDocuments,
+        max_parts: int = 256,
     ) -> None:
         self.plane = plane
         self.tokens = tokens
         self.max_request_size = max_request_size
+        self.max_parts = max_parts
         self.docs = docs
         self.disconnects = DisconnectMonitor()
 
@@ -248,7 +250,7 @@ class _Infer:
             metadata.append((name.decode("latin-1"), value.decode("latin-1")))
         request = InferenceRequest(
             scope[REQUEST_ID_KEY],
-            parse_inputs(content_type, body),
+            parse_inputs(content_type, body, api.max_parts),
             tuple(metadata),
             self.explain,
             params.get("url_path", ""),

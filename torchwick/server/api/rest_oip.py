@@ -38,6 +38,7 @@ from .responses import (
     Receive,
     Scope,
     Send,
+    error_headers,
     header,
     json_bytes,
     read_body,
@@ -248,7 +249,11 @@ class _Infer:
             encoded = encode_infer_response(response, request)
         except TorchwickError as error:
             await send_response(
-                send, error.status.http_status, oip_error_body(error), _JSON.encode()
+                send,
+                error.status.http_status,
+                oip_error_body(error),
+                _JSON.encode(),
+                error_headers(error),
             )
             return
         extra = []

@@ -26,9 +26,9 @@ from torchwick.server.config.errors import ConfigError
 from torchwick.server.security.tls import TlsMaterial, load_tls_material, pem_files
 from torchwick.server.settings import Settings
 
+from .connection_guard import ConnectionGuard
+
 BACKLOG = 2048
-#: Idle keep-alive connections are closed after this many seconds.
-KEEP_ALIVE_S = 75
 
 
 class ListenerServer(uvicorn.Server):
@@ -121,8 +121,12 @@ async def start_uvicorn(
     settings: Settings,
     *,
     graceful_shutdown_s: int,
+    guard: ConnectionGuard,
 ) -> RunningListener:
     """Serve ``app`` with uvicorn on an already bound socket (``Server.serve(sockets=...)``).
+
+    The connection limits of ``guard`` (shared by all listeners; ``connection_guard.py``)
+    wrap uvicorn's httptools protocol, given to uvicorn as its ``http`` protocol class.
 
     Returns once the listener accepts connections. Raises ``ListenerError`` when HTTPS is asked
     for without a usable ``keystore`` or ``private_key_file``/``certificate_file``, or when
@@ -147,7 +151,7 @@ async def start_uvicorn(
         )
         config = uvicorn.Config(
             app,
-            http="httptools",
+            http=guard.protocol_class(),
             loop="none",
             ws="none",
             lifespan="off",
@@ -158,7 +162,7 @@ async def start_uvicorn(
             server_header=False,
             date_header=False,
             backlog=BACKLOG,
-            timeout_keep_alive=KEEP_ALIVE_S,
+            timeout_keep_alive=settings.keep_alive_timeout_s,
             timeout_graceful_shutdown=graceful_shutdown_s,
             ssl_keyfile=key_file,
             ssl_certfile=cert_file,

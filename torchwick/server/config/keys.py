@@ -219,6 +219,15 @@ KEYS: dict[str, KeySpec] = {
     **_same(_int(1), "max_download_size", "max_archive_entries", "max_archive_uncompressed_size"),
     **_same(_positive_float, "download_timeout_s", "download_read_timeout_s"),
     **_same(_min_float(1.0), "max_archive_compression_ratio"),
+    # connection, request and input limits (docs/security.md)
+    **_same(_positive_float, "request_head_timeout_s", "grpc_max_connection_idle_s"),
+    **_same(_positive_float, "worker_backoff_max_s"),
+    **_same(_int(1), "keep_alive_timeout_s", "max_header_size", "max_header_count"),
+    **_same(_int(1), "max_url_length", "max_connections", "max_inflight_requests"),
+    **_same(_int(0), "fd_reserve", "retry_after_s"),
+    **_same(_int(1), "max_json_depth", "max_multipart_parts", "max_image_pixels"),
+    **_same(_int(1), "grpc_max_concurrent_streams", "grpc_max_concurrent_rpcs"),
+    **_same(_int(1), "grpc_max_metadata_size"),
 }
 
 #: Keys that steer loading itself; read from the file only.

@@ -12,6 +12,11 @@ Settings applied to both servers:
   ``grpc.max_send_message_length`` (a larger message fails with ``RESOURCE_EXHAUSTED``);
 - ``grpc_{inference,management}_max_connection_age_ms`` and ``..._grace_ms``:
   ``grpc.max_connection_age_ms`` / ``grpc.max_connection_age_grace_ms`` (unset: unlimited);
+- ``grpc_max_concurrent_streams``: ``grpc.max_concurrent_streams`` (streams per HTTP/2
+  connection); ``grpc_max_connection_idle_s``: ``grpc.max_connection_idle_ms`` (an idle
+  connection is closed with GOAWAY); ``grpc_max_metadata_size``: ``grpc.max_metadata_size``
+  (a call with more metadata is refused); ``grpc_max_concurrent_rpcs``: the server's
+  ``maximum_concurrent_rpcs`` (a call past it fails with ``RESOURCE_EXHAUSTED`` at once);
 - ``enable_grpc_ssl``: TLS with the HTTPS keys (``keystore``, else ``private_key_file`` and
   ``certificate_file``);
 - token authorization (``TokenInterceptor``) unless ``disable_token_authorization``;
@@ -106,6 +111,11 @@ def server_options(settings: Settings, api: str) -> list[tuple[str, Any]]:
         ("grpc.max_receive_message_length", settings.max_request_size),
         ("grpc.max_send_message_length", settings.max_response_size),
         ("grpc.so_reuseport", 0),
+        ("grpc.max_concurrent_streams", settings.grpc_max_concurrent_streams),
+        ("grpc.max_connection_idle_ms", int(settings.grpc_max_connection_idle_s * 1000)),
+        # The soft limit refuses at random between it and the hard one: make both the same.
+        ("grpc.max_metadata_size", settings.grpc_max_metadata_size),
+        ("grpc.absolute_max_metadata_size", settings.grpc_max_metadata_size),
     ]
     age = getattr(settings, f"grpc_{api}_max_connection_age_ms")
     grace = getattr(settings, f"grpc_{api}_max_connection_age_grace_ms")
@@ -198,7 +208,11 @@ async def start_grpc_servers(
             if tokens is not None:
                 # First, so that a call without the key is refused before its request is read.
                 interceptors.insert(0, TokenInterceptor(tokens, kind))
-            server = aio.server(interceptors=interceptors, options=server_options(settings, api))
+            server = aio.server(
+                interceptors=interceptors,
+                options=server_options(settings, api),
+                maximum_concurrent_rpcs=settings.grpc_max_concurrent_rpcs,
+            )
             for hook in hooks:
                 hook.add(server)
             health = add_health_and_reflection(server, plane, [hook.name for hook in hooks])

@@ -119,6 +119,11 @@ def admit(
         capacity=spec.job_queue_size,
         unavailable_message=no_worker_message(name),
         clock=clock,
+        queue_timeout_s=float(spec.response_timeout),
+        queue_full_message=(
+            f'Model "{name}" Version {spec.version}: job queue full '
+            f"({spec.job_queue_size} requests waiting); retry later"
+        ),
     )
     entry = ModelVersionEntry(
         spec=spec,

@@ -17,13 +17,15 @@ from torchwick.server.scheduling import AnyManagedPool, WorkerView
 from .registry import ModelRegistry, ModelVersionEntry
 
 LIST_LIMIT_MAX = 100
+CRASH_LOOPING = "CRASH_LOOPING"
 
 
 def pool_state(pool: AnyManagedPool) -> str:
-    """``FAILED`` (gave up starting workers), ``STOPPED`` (0 workers asked for), ``READY``
-    (all asked-for workers loaded) or ``SCALING`` (on the way there)."""
+    """``CRASH_LOOPING`` (its last loads failed in a row; it keeps retrying with backoff),
+    ``STOPPED`` (0 workers asked for), ``READY`` (all asked-for workers loaded) or
+    ``SCALING`` (on the way there)."""
     if pool.failed:
-        return "FAILED"
+        return CRASH_LOOPING
     if pool.target <= 0:
         return "STOPPED"
     return "READY" if pool.ready_count >= pool.target else "SCALING"

@@ -188,4 +188,6 @@ def resolve_version_config(
         service_envelope=settings.service_envelope,
         metrics_config=str(settings.metrics_config) if settings.metrics_config else None,
         extra_paths=extra_paths,
+        max_json_depth=settings.max_json_depth,
+        max_image_pixels=settings.max_image_pixels,
     )

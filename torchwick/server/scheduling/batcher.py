@@ -25,7 +25,13 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from torchwick.handlers.messages import PredictRequest, PredictResponse
-from torchwick.server.errors import InternalError, ServiceUnavailable, TorchwickError
+from torchwick.server.errors import (
+    InternalError,
+    QueueFull,
+    ResponseTimeout,
+    ServiceUnavailable,
+    TorchwickError,
+)
 
 from .pool import AnyBatchPool, IntermediateSink
 
@@ -62,6 +68,10 @@ class BatcherStats:
     dropped: int
     pending: int
     queue_time_s: float
+    #: Requests answered 504 because they waited in the queue past ``queue_timeout_s``.
+    expired: int = 0
+    #: The pool is crash-looping (its last loads failed; it keeps retrying).
+    crash_looping: bool = False
 
 
 class _Job:
@@ -86,8 +96,12 @@ class _Job:
 class Batcher:
     """Queue and dispatcher of one model version.
 
-    ``capacity`` bounds the requests waiting (not running); a full queue, a pool with a target
-    of 0 workers, or a failed pool with no ready worker answers ``ServiceUnavailable`` at once.
+    ``capacity`` bounds the requests waiting (not running); a full queue answers ``QueueFull``
+    (503, "queue full"), a pool with a target of 0 workers or a crash-looping pool with no
+    ready worker answers ``ServiceUnavailable``, at once. A request still queued
+    ``queue_timeout_s`` after it arrived (the model's ``response_timeout``: its client's
+    answer is already overdue) is answered ``ResponseTimeout`` (504) when its batch would
+    form, and never runs.
     Call ``start`` on the event loop before ``infer``; ``stop`` then ``drain`` to shut down.
     """
 
@@ -99,6 +113,8 @@ class Batcher:
         capacity: int,
         unavailable_message: str,
         clock: Callable[[], float] = time.monotonic,
+        queue_timeout_s: float | None = None,
+        queue_full_message: str | None = None,
     ) -> None:
         if batch_size < 1 or capacity < 1:
             raise ValueError("batch_size and capacity must be at least 1")
@@ -106,6 +122,11 @@ class Batcher:
         self._batch_size = batch_size
         self._capacity = capacity
         self._message = unavailable_message
+        self._queue_timeout = queue_timeout_s
+        self._full_message = queue_full_message or (
+            f"Job queue full ({capacity} requests waiting); retry later"
+        )
+        self._expired = 0
         self._clock = clock
         self._queue: deque[_Job] = deque()
         self._ghosts = 0
@@ -189,6 +210,8 @@ class Batcher:
             dropped=self._dropped,
             pending=self.pending,
             queue_time_s=self._queue_time,
+            expired=self._expired,
+            crash_looping=self._pool.failed,
         )
 
     # ----------------------------------------------------------------------------- hot path
@@ -197,7 +220,8 @@ class Batcher:
     ) -> PredictResponse:
         """Queue ``request`` and wait for its final response.
 
-        Raises ``ServiceUnavailable`` when the queue is full or no worker can serve, and
+        Raises ``QueueFull`` when the queue is full, ``ServiceUnavailable`` when no worker can
+        serve, ``ResponseTimeout`` when it waited in the queue past ``queue_timeout_s``, and
         whatever the worker raised for its batch (``WorkerDied``, ``ResponseTimeout``).
         Cancelling the caller while the request is queued drops it before it runs.
         """
@@ -205,11 +229,10 @@ class Batcher:
             raise self._closed
         queue = self._queue
         pool = self._pool
-        if (
-            len(queue) - self._ghosts >= self._capacity
-            or pool.target <= 0
-            or (pool.failed and pool.ready_count <= 0)
-        ):
+        if len(queue) - self._ghosts >= self._capacity:
+            self._rejected += 1
+            raise QueueFull(self._full_message)
+        if pool.target <= 0 or (pool.failed and pool.ready_count <= 0):
             self._rejected += 1
             raise ServiceUnavailable(self._message)
         loop = self._loop
@@ -249,6 +272,7 @@ class Batcher:
         batch: list[_Job] = []
         now = self._clock()
         waited = 0.0
+        expiry = self._queue_timeout
         while queue and len(batch) < limit:
             job = queue.popleft()
             if job.future.done():
@@ -258,6 +282,15 @@ class Batcher:
                 self._dropped += 1
                 continue
             job.state = _TAKEN
+            if expiry is not None and now - job.enqueued_at > expiry:
+                self._expired += 1
+                job.future.set_exception(
+                    ResponseTimeout(
+                        f"Request waited in the queue longer than the response timeout "
+                        f"({expiry:g} s); it was not run"
+                    )
+                )
+                continue
             waited += now - job.enqueued_at
             batch.append(job)
         if batch:

@@ -5,9 +5,13 @@ and restarts it with capped exponential backoff when it dies. A slot keeps its i
 and its GPU across restarts. Idle, loaded workers wait in a deque; ``acquire`` pops one
 without suspending when one is there, else queues a future that ``release`` fulfils directly.
 
-Failure state: ``max_load_failures`` consecutive failed loads (no successful load in between,
-across all slots) put the pool in ``failed``; slots stop retrying, waiters of ``acquire`` and
-``scale(wait=True)`` get ``ModelLoadFailed(last_error)``. A later ``scale`` call re-arms it.
+Crash loop: ``max_load_failures`` consecutive failed loads (no successful load in between,
+across all slots) put the pool in the *crash-looping* state (``failed`` is True): waiters of
+``acquire`` and ``scale(wait=True)`` get ``ModelLoadFailed(last_error)`` while no worker is
+ready, but the slots never give up: they keep retrying with capped exponential backoff
+(``BackoffPolicy``, 30 s at most by default), so a model whose cause of failure goes away (a
+file restored, memory freed) recovers by itself. The first successful load ends the state.
+A ``scale`` call retries at once (the backoff is forgotten).
 
 The pool reads its version's ``ModelVersionConfig`` (placement, timeouts) and asks a
 ``SlotProvider`` (the ``WorkerSupervisor``) for slots and worker processes; it never imports
@@ -24,6 +28,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from torchwick.handlers.messages import PredictRequest, PredictResponse
+from torchwick.handlers.redact import redact_paths
 from torchwick.server.errors import ModelLoadFailed, ServiceUnavailable
 from torchwick.server.model_version import ModelVersionConfig
 
@@ -39,7 +44,16 @@ logger = logging.getLogger(__name__)
 
 
 class _Slot:
-    __slots__ = ("backoff", "created", "gpu_id", "stopping", "task", "worker", "worker_id")
+    __slots__ = (
+        "backoff",
+        "created",
+        "gpu_id",
+        "stopping",
+        "task",
+        "wake",
+        "worker",
+        "worker_id",
+    )
 
     def __init__(self, worker_id: int, gpu_id: int | None, backoff: Backoff) -> None:
         self.created = datetime.now(UTC)
@@ -48,6 +62,8 @@ class _Slot:
         self.backoff = backoff
         self.worker: WorkerProcess | None = None
         self.task: asyncio.Task[None] | None = None
+        #: Set while the slot waits out a backoff; resolving it ends the wait early.
+        self.wake: asyncio.Future[None] | None = None
         self.stopping = False
 
 
@@ -55,9 +71,9 @@ class WorkerPool:
     """Workers of one model version; built by ``WorkerSupervisor.create_pool`` with target 0.
 
     ``config`` is the version's config as registered; the pool reads its ``device_type``,
-    ``device_ids``, ``startup_timeout`` and ``response_timeout``. The pool gives up after
-    ``max_load_failures`` consecutive failed loads; stopping a worker waits ``stop_grace_s``
-    for it to exit before killing it.
+    ``device_ids``, ``startup_timeout`` and ``response_timeout``. The pool reports a crash
+    loop after ``max_load_failures`` consecutive failed loads and keeps retrying; stopping a
+    worker waits ``stop_grace_s`` for it to exit before killing it.
     """
 
     def __init__(
@@ -109,8 +125,14 @@ class WorkerPool:
 
     @property
     def failed(self) -> bool:
-        """True once loads failed ``max_load_failures`` times in a row; ``last_error`` says why."""
+        """True while crash-looping: the last ``max_load_failures`` loads failed in a row and
+        none succeeded since (retries go on); ``last_error`` says why."""
         return self._failed
+
+    @property
+    def load_failures(self) -> int:
+        """Consecutive failed loads so far (0 after a successful one)."""
+        return self._load_failures
 
     def describe(self) -> list[WorkerInfo]:
         """One row per slot, in slot order."""
@@ -134,8 +156,9 @@ class WorkerPool:
 
         Scaling up starts new slots; scaling down stops, in order of preference, slots without
         a process, workers still loading, idle workers, then busy ones once their batch ends.
-        A failed pool is re-armed. With ``wait``, returns once ``target`` workers are ready (or
-        the removed ones have exited); raises ``ModelLoadFailed`` if the pool fails meanwhile.
+        A crash-looping pool retries at once. With ``wait``, returns once ``target`` workers
+        are ready (or the removed ones have exited); raises ``ModelLoadFailed`` if the pool
+        starts crash-looping meanwhile (it keeps retrying in the background).
         """
         if self._closed:
             raise ServiceUnavailable(f"Workers of {self.key} are shut down")
@@ -143,7 +166,10 @@ class WorkerPool:
         if self._failed:
             self._failed = False
             self._load_failures = 0
-            self._slots = [s for s in self._slots if s.task is not None and not s.task.done()]
+            for slot in self._slots:
+                slot.backoff.reset()
+                if slot.wake is not None and not slot.wake.done():
+                    slot.wake.set_result(None)
         stopping: list[asyncio.Task[None]] = []
         while len(self._slots) < target:
             self._start_slot()
@@ -224,11 +250,9 @@ class WorkerPool:
         delay = 0.0
         while not (slot.stopping or self._closed):
             if delay > 0:
-                await self._sleep(delay)
+                await self._wait_backoff(slot, delay)
                 if slot.stopping or self._closed:
                     return
-            if self._failed:
-                return  # the pool gave up: no more attempts until scale() re-arms it
             worker = self._provider.new_worker(self.config, slot.worker_id, slot.gpu_id)
             slot.worker = worker
             try:
@@ -243,7 +267,10 @@ class WorkerPool:
                 self._load_failed(exc)
                 delay = slot.backoff.failed()
                 continue
+            if self._failed:
+                logger.warning("%s: a worker loaded; the crash loop is over", self.key)
             self._load_failures = 0
+            self._failed = False
             slot.backoff.started()
             self._release_worker(worker)
             self._notify()
@@ -264,7 +291,7 @@ class WorkerPool:
 
     def _load_failed(self, exc: LoadFailedError) -> None:
         self._load_failures += 1
-        self.last_error = exc.message
+        self.last_error = redact_paths(exc.message)
         self.last_error_status = exc.status
         logger.error(
             "worker of %s failed to load (%d in a row): %s",
@@ -272,12 +299,29 @@ class WorkerPool:
             self._load_failures,
             exc.message,
         )
-        if self._load_failures >= self._max_load_failures and not self._failed:
-            self._failed = True
-            logger.error("%s: giving up after %d failed loads", self.key, self._load_failures)
+        if self._load_failures >= self._max_load_failures:
+            if not self._failed:
+                self._failed = True
+                logger.error(
+                    "%s: crash-looping after %d failed loads; retrying with backoff",
+                    self.key,
+                    self._load_failures,
+                )
             if self.ready_count == 0:
                 self._idle.fail_waiters(self._failure_error())
         self._notify()
+
+    async def _wait_backoff(self, slot: _Slot, delay: float) -> None:
+        """Sleep ``delay`` (the injected sleep), or less when ``scale`` asks for a retry."""
+        wake = asyncio.get_running_loop().create_future()
+        slot.wake = wake
+        sleeping = asyncio.ensure_future(self._sleep(delay))
+        try:
+            await asyncio.wait({sleeping, wake}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            slot.wake = None
+            sleeping.cancel()
+            wake.cancel()
 
     def _failure_message(self) -> str:
         return self.last_error or f"Workers of {self.key} could not load the model"

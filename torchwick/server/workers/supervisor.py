@@ -63,7 +63,8 @@ class WorkerSupervisor:
     ``gpu_count``/``cpu_count``/``environ`` override detection (for tests); ``clock`` and
     ``sleep`` drive heartbeats and restart backoff. ``on_metrics`` receives handler metrics
     (the default logs them at DEBUG). Server-wide supervision policy for every pool: restarts
-    follow ``backoff``; a pool gives up after ``max_load_failures`` consecutive failed loads;
+    follow ``backoff`` (default: capped at ``worker_backoff_max_s``); a pool reports a crash
+    loop after ``max_load_failures`` consecutive failed loads and keeps retrying;
     a stopped worker gets ``stop_grace_s`` to exit before it is killed.
     """
 
@@ -84,7 +85,7 @@ class WorkerSupervisor:
         self.settings = settings
         self._clock = clock
         self._sleep = sleep
-        self._backoff = backoff or BackoffPolicy()
+        self._backoff = backoff or BackoffPolicy(cap_s=settings.worker_backoff_max_s)
         self._max_load_failures = max(1, max_load_failures)
         self._stop_grace_s = stop_grace_s
         self._gpu_count = gpu_count

@@ -40,6 +40,7 @@ from torchwick.handlers.messages import (
     PredictRequest,
     PredictResponse,
 )
+from torchwick.handlers.redact import redact_paths
 
 from .ipc import (
     TOKEN_ENV,
@@ -161,7 +162,8 @@ class WorkerLoop:
         except Exception as exc:
             status, message = load_error_status(exc)
             logger.error("loading %s failed: %s", spec.model_name, message, exc_info=exc)
-            self._send_with_metrics(encode_load_result(status, message))
+            # The log keeps the paths; the frontend (and describe's lastError) does not.
+            self._send_with_metrics(encode_load_result(status, redact_paths(message)))
             return False
         self._send_with_metrics(encode_load_result(200, f"loaded {spec.model_name}"))
         return True
@@ -186,7 +188,7 @@ class WorkerLoop:
             responses = [_error(r.request_id, 507, "System out of memory") for r in batch]
         except Exception as exc:
             logger.exception("batch %d failed outside the handler's error handling", batch_id)
-            message = f"{type(exc).__name__}: {exc}"
+            message = redact_paths(f"{type(exc).__name__}: {exc}")
             responses = [_error(r.request_id, 500, message) for r in batch]
         if len(responses) != len(batch):
             message = f"Model service returned {len(responses)} responses for {len(batch)} requests"

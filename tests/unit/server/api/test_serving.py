@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
+from torchwick.server.api.connection_guard import ConnectionGuard, ConnectionLimits
 from torchwick.server.api.serving import ListenerError, open_listener, start_uvicorn
 from torchwick.server.app import plan_listeners
 from torchwick.server.config.addresses import parse_address
@@ -75,8 +76,14 @@ async def test_a_listener_serves_until_stopped_and_drains() -> None:
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"ok"})
 
+    settings = Settings()
     listener = await start_uvicorn(
-        app, sock, parse_address("http://127.0.0.1:0"), Settings(), graceful_shutdown_s=5
+        app,
+        sock,
+        parse_address("http://127.0.0.1:0"),
+        settings,
+        graceful_shutdown_s=5,
+        guard=ConnectionGuard(ConnectionLimits.from_settings(settings)),
     )
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
         assert (await client.get("/fast")).text == "ok"

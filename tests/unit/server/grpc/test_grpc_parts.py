@@ -28,6 +28,10 @@ def test_server_options_carry_the_size_limits_and_connection_ages() -> None:
         "grpc.max_receive_message_length": 10,
         "grpc.max_send_message_length": 20,
         "grpc.so_reuseport": 0,
+        "grpc.max_concurrent_streams": 100,
+        "grpc.max_connection_idle_ms": 300_000,
+        "grpc.max_metadata_size": 16384,
+        "grpc.absolute_max_metadata_size": 16384,
     }
     aged = dict(
         server_options(

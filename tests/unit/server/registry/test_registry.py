@@ -201,7 +201,7 @@ def test_describe_failed_pool_shows_state_and_last_error() -> None:
     e.pool.failed, e.pool.last_error = True, "handler import failed"
     described = describe_entry(e, customized={"k": 1})
     assert list(described)[-3:] == ["customizedMetadata", "state", "lastError"]
-    assert described["state"] == "FAILED"
+    assert described["state"] == "CRASH_LOOPING"
     assert described["lastError"] == "handler import failed"
 
 

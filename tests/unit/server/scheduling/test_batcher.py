@@ -9,6 +9,8 @@ import pytest
 from torchwick.handlers.messages import PredictRequest, PredictResponse
 from torchwick.server.errors import (
     InternalError,
+    QueueFull,
+    ResponseTimeout,
     ServiceUnavailable,
     TorchwickError,
     WorkerDied,
@@ -91,7 +93,7 @@ async def test_several_workers_run_batches_concurrently() -> None:
     await asyncio.gather(*tasks)
 
 
-async def test_full_queue_answers_503_with_torchserve_text() -> None:
+async def test_full_queue_answers_503_queue_full() -> None:
     gate = asyncio.Event()
     pool = FakePool(workers=1, gate=gate)
     batcher = make(pool, batch_size=1, capacity=2)
@@ -99,12 +101,43 @@ async def test_full_queue_answers_503_with_torchserve_text() -> None:
     await settle()
     queued = [asyncio.create_task(batcher.infer(req(i))) for i in range(2)]
     await settle()
-    with pytest.raises(ServiceUnavailable) as info:
+    with pytest.raises(QueueFull) as info:
         await batcher.infer(req("over"))
-    assert info.value.message.startswith('Model "m" has no worker to serve inference request.')
+    assert "queue full" in info.value.message
+    assert info.value.status.http_status == 503
     assert batcher.stats().rejected == 1
     gate.set()
     await asyncio.gather(running, *queued)
+
+
+async def test_a_request_queued_past_its_response_timeout_is_504_and_never_runs() -> None:
+    gate = asyncio.Event()
+    pool = FakePool(workers=1, gate=gate)
+    now = [100.0]
+    batcher = Batcher(
+        pool,
+        batch_size=4,
+        capacity=10,
+        unavailable_message="none",
+        clock=lambda: now[0],
+        queue_timeout_s=5.0,
+    )
+    batcher.start()
+    running = asyncio.create_task(batcher.infer(req("run")))
+    await settle()
+    stale = asyncio.create_task(batcher.infer(req("stale")))
+    await settle()
+    now[0] += 6.0  # "stale" has now waited longer than the response timeout
+    fresh = asyncio.create_task(batcher.infer(req("fresh")))
+    await settle()
+    gate.set()
+    await running
+    with pytest.raises(ResponseTimeout, match="was not run"):
+        await stale
+    assert (await fresh).body == b"fresh"
+    ran = [request_id for batch in pool.batches for request_id in batch]
+    assert "stale" not in ran and "fresh" in ran
+    assert batcher.stats().expired == 1
 
 
 async def test_no_target_workers_answers_503() -> None:

@@ -101,6 +101,25 @@ class Sleeps:
         await asyncio.sleep(0)
 
 
+class GatedSleeps(Sleeps):
+    """Injected sleep that waits until the test has seen the call (``next_call``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: asyncio.Queue[asyncio.Future[None]] = asyncio.Queue()
+
+    async def __call__(self, delay: float) -> None:
+        self.delays.append(delay)
+        gate = asyncio.get_running_loop().create_future()
+        await self.calls.put(gate)
+        await gate
+
+    async def next_call(self) -> None:
+        """Let the next sleep (waited for up to 5 s) return."""
+        gate = await asyncio.wait_for(self.calls.get(), 5)
+        gate.set_result(None)
+
+
 def _pool(supervisor: WorkerSupervisor, **config: Any) -> WorkerPool:
     return supervisor.create_pool("m_1", version_config(**config))
 
@@ -110,22 +129,46 @@ def _batch() -> list[PredictRequest]:
 
 
 async def test_consecutive_load_failures_fail_the_pool(tmp_path: Path) -> None:
-    sleeps = Sleeps()
+    sleeps = GatedSleeps()
     outcomes = [f"boom {i}" for i in range(1, 6)]
     supervisor = FakeSupervisor(tmp_path, outcomes, sleep=sleeps)
     pool = _pool(supervisor)
+    scaling = asyncio.ensure_future(pool.scale(1, wait=True))
+    for _ in range(4):
+        await sleeps.next_call()
+    # The 5th failure: crash-looping; the slot waits out its backoff (never released here).
+    await asyncio.wait_for(sleeps.calls.get(), 5)
     with pytest.raises(ModelLoadFailed, match="boom 5"):
-        await asyncio.wait_for(pool.scale(1, wait=True), 5)
-    assert pool.failed
+        await asyncio.wait_for(scaling, 5)
+    assert pool.failed and pool.load_failures == 5
     assert pool.last_error == "boom 5"
     assert sleeps.delays == pytest.approx([0.1, 0.2, 0.4, 0.8, 1.6])
-    assert len(supervisor.workers) == 5  # stopped retrying
     assert [w.status for w in pool.describe()] == [WorkerStatus.FAILED]
     with pytest.raises(ModelLoadFailed, match="boom 5"):
         await pool.acquire()
-    # Scaling again re-arms the pool.
+    # Scaling again retries at once (the slot's backoff wait ends early).
     assert await asyncio.wait_for(pool.scale(1, wait=True), 5) == 1
     assert not pool.failed
+    assert len(supervisor.workers) == 6
+    await supervisor.close()
+
+
+async def test_a_crash_looping_pool_retries_forever_with_capped_backoff(tmp_path: Path) -> None:
+    sleeps = Sleeps()
+    outcomes = [f"boom {i}" for i in range(1, 21)]
+    supervisor = FakeSupervisor(tmp_path, outcomes, sleep=sleeps, max_load_failures=3)
+    pool = _pool(supervisor)
+    with pytest.raises(ModelLoadFailed):
+        await asyncio.wait_for(pool.scale(1, wait=True), 5)
+    # Nobody scales again: the slot keeps trying on its own and recovers at the 21st load.
+    for _ in range(10_000):
+        if pool.ready_count == 1:
+            break
+        await asyncio.sleep(0)
+    assert pool.ready_count == 1 and not pool.failed and pool.load_failures == 0
+    assert len(supervisor.workers) == 21
+    assert sleeps.delays[:9] == pytest.approx([0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 6.4, 12.8, 25.6])
+    assert sleeps.delays[9:] == [30.0] * 11  # capped, never given up
     await supervisor.close()
 
 
@@ -251,3 +294,15 @@ def test_the_pool_does_not_import_the_supervisor() -> None:
         for alias in node.names
     ]
     assert imported and not [name for name in imported if "supervisor" in name]
+
+
+async def test_load_errors_reach_clients_without_server_paths(tmp_path: Path) -> None:
+    leak = f"FileNotFoundError: [Errno 2] No such file or directory: '{tmp_path}/store/m/w.pt'"
+    supervisor = FakeSupervisor(tmp_path, [leak], sleep=Sleeps(), max_load_failures=1)
+    pool = _pool(supervisor)
+    with pytest.raises(ModelLoadFailed) as raised:
+        await asyncio.wait_for(pool.scale(1, wait=True), 5)
+    for text in (raised.value.message, pool.last_error or ""):
+        assert str(tmp_path) not in text
+        assert "No such file or directory: '.../w.pt'" in text
+    await supervisor.close()
