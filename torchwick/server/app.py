@@ -117,9 +117,16 @@ class _Server:
         loop = asyncio.get_running_loop()
         hostname = socket.gethostname()
         model_metrics = ModelMetrics(hostname, settings.log_location / MODEL_METRICS_FILE)
-        supervisor = WorkerSupervisor(settings, on_metrics=model_metrics.record)
-        metrics = FrontendMetrics(hostname)
-        plane = DataPlane(settings, supervisor, accounting=metrics)
+        metrics = FrontendMetrics(
+            hostname,
+            mode=settings.metrics_mode,
+            latency_buckets=settings.metrics_histogram_buckets,
+        )
+        supervisor = WorkerSupervisor(
+            settings, on_metrics=model_metrics.record, on_timings=metrics.worker_timings
+        )
+        phases = metrics.phases.series if metrics.phases is not None else None
+        plane = DataPlane(settings, supervisor, accounting=metrics, phases=phases)
         metrics.queue_source = plane.batcher_stats
         metrics.registry.register(model_metrics)
         access_log = AccessLog(settings.log_location / ACCESS_LOG_FILE)

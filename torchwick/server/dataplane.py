@@ -10,7 +10,8 @@ version's batcher. Management calls (register, scale, unregister, set-default) l
 Accounting lives here, below the adapters, so REST, gRPC and the Open Inference Protocol count
 the same way: every inference call on a known model is counted with its latency from
 ``InferenceRequest.received_at`` (unknown names are client-chosen and never counted, so
-clients cannot mint series).
+clients cannot mint series). With ``phases``, the served version's phase histograms are fed:
+the request latency here, queue and batch timing in its batcher (``Batcher.observer``).
 
 Health: ``healthy()`` is False while some model's default version has fewer ready workers than
 its ``minWorkers`` and either its pool has given up (failed) or it has been short for longer
@@ -55,6 +56,7 @@ from torchwick.server.registry import (
 )
 from torchwick.server.registry.metadata import declared_platform, declared_tensors
 from torchwick.server.scheduling import BatcherStats, no_worker_message
+from torchwick.server.scheduling.batcher import BatchObserver
 from torchwick.server.settings import Settings
 
 from .management import ModelManagement
@@ -67,6 +69,18 @@ IntermediateResults = Callable[[InferenceResult], None]
 
 _EXPLAIN = ("explain", "True")
 _PREDICT = ("explain", "False")
+
+
+class VersionObserver(BatchObserver, Protocol):
+    """One version's phase histograms (``observability.phases.VersionSeries``)."""
+
+    def request(self, seconds: float, /) -> None:
+        """One inference call's arrival-to-answer time."""
+
+
+#: ``(model, version, variant) -> observer`` (``PhaseHistograms.series``); ``variant`` is ""
+#: until traffic policies route by variant.
+PhaseSource = Callable[[str, str, str], VersionObserver]
 
 
 class InferenceAccounting(Protocol):
@@ -117,6 +131,7 @@ class DataPlane(ModelManagement):
         cpu_count: int | None = None,
         monitor_interval_s: float = 1.0,
         accounting: InferenceAccounting | None = None,
+        phases: PhaseSource | None = None,
     ) -> None:
         self._settings = settings
         self._pools = supervisor
@@ -127,6 +142,9 @@ class DataPlane(ModelManagement):
         self._monitor_interval = monitor_interval_s
         self._monitor: asyncio.Task[None] | None = None
         self._accounting = accounting
+        self._phases = phases
+        #: (model, version) -> its observer, also installed on the version's batcher.
+        self._observers: dict[tuple[str, str], VersionObserver] = {}
         self._startup_pending = True
 
     # ------------------------------------------------------------------------------ inference
@@ -160,6 +178,11 @@ class DataPlane(ModelManagement):
         sink = None
         if on_intermediate is not None:
             sink = _intermediate_sink(on_intermediate, entry)
+        observer = None
+        if self._phases is not None:
+            observer = self._observers.get((entry.name, entry.version))
+            if observer is None or entry.batcher.observer is not observer:
+                observer = self._observe_version(entry)
         try:
             response = await entry.batcher.infer(predict, sink)
         except ServiceUnavailable:
@@ -167,14 +190,26 @@ class DataPlane(ModelManagement):
                 raise
             raise ServiceUnavailable(no_worker_message(model, version)) from None
         finally:
-            if self._accounting is not None:
+            if self._accounting is not None or observer is not None:
                 started = request.received_at or 0.0
                 elapsed = time.perf_counter() - started if started else 0.0
-                self._accounting.observe_inference(model, version, int(elapsed * 1_000_000))
+                if self._accounting is not None:
+                    self._accounting.observe_inference(model, version, int(elapsed * 1_000_000))
+                if observer is not None:
+                    observer.request(elapsed)
         if response.status >= 400 and not response.body:
             error = error_class_for_http(response.status)
             raise error(response.reason or f"Inference failed with status {response.status}")
         return _result(response, entry)
+
+    def _observe_version(self, entry: ModelVersionEntry) -> VersionObserver:
+        # First request of a version (or of a re-registered one with a new batcher).
+        if self._phases is None:
+            raise RuntimeError("no phase histograms to observe into")
+        observer = self._phases(entry.name, entry.version, "")
+        self._observers[(entry.name, entry.version)] = observer
+        entry.batcher.observer = observer
+        return observer
 
     # ------------------------------------------------------------------------------ describe
     def describe(

@@ -104,6 +104,9 @@ class Settings:
     disable_system_metrics: bool = False
     #: Seconds between system metric samples.
     metric_time_interval: int = 60
+    #: Latency histogram bucket bounds in seconds (None: 0.1 ms to 60 s, see
+    #: ``observability.phases.DEFAULT_LATENCY_BUCKETS``).
+    metrics_histogram_buckets: tuple[float, ...] | None = None
     #: Regex of environment variable names hidden from worker processes ("" hides none).
     blacklist_env_vars: str = ""
     # --- added by the model store hardening (issues 9 and 10) ---

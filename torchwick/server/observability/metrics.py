@@ -16,15 +16,25 @@ Metric names, types and label names are TorchServe's (``ts_metrics`` in its metr
 
 For the first two, ``model_version`` is ``default`` when the request named no version
 (TorchServe's label).
+
+``metrics_mode`` (TorchServe's semantics): ``prometheus`` exports all of the above plus the
+phase histograms (``phases.py``); ``legacy`` exports only the three ``ts_*`` counters; ``log``
+exports nothing here (TorchServe's ``/metrics`` is empty in log mode) and the frontend
+metrics go to ``ts_metrics.log`` instead (``ts_log.py``). The histograms exist only in
+``prometheus`` mode, so the other modes pay nothing for them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Protocol
 
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector, CollectorRegistry
+
+from torchwick.handlers.messages import BatchTimings
+
+from .phases import PhaseHistograms
 
 HOST_LEVEL = "Host"
 DEFAULT_VERSION_LABEL = "default"
@@ -61,14 +71,34 @@ class FrontendMetrics(Collector):
     Not thread-safe by design: only the event loop calls the counting methods.
     """
 
-    def __init__(self, hostname: str, queue_source: QueueSource | None = None) -> None:
+    def __init__(
+        self,
+        hostname: str,
+        queue_source: QueueSource | None = None,
+        *,
+        mode: str = "prometheus",
+        latency_buckets: Sequence[float] | None = None,
+    ) -> None:
         self.hostname = hostname
         self.queue_source = queue_source
+        self.mode = mode
         #: Index ``status // 100``; see ``count_response``.
         self._responses = [0, 0, 0, 0, 0, 0]
         self._models: dict[str, dict[str, ModelCounters]] = {}
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
+        #: The phase histograms; None outside ``prometheus`` mode.
+        self.phases = (
+            PhaseHistograms(self.registry, latency_buckets) if mode == "prometheus" else None
+        )
+
+    def worker_timings(
+        self, model: str, version: str
+    ) -> Callable[[BatchTimings, float], None] | None:
+        """The handler of one version's worker timings (``WorkerSupervisor(on_timings=)``)."""
+        if self.phases is None:
+            return None
+        return self.phases.series(model, version).worker_timings
 
     # -- counting (hot path) ---------------------------------------------------------------
 
@@ -99,11 +129,20 @@ class FrontendMetrics(Collector):
             self._models.pop(model, None)
         elif model in self._models:
             self._models[model].pop(version, None)
+        if self.phases is not None:
+            self.phases.forget(model, version)
 
     # -- export (scrape time) --------------------------------------------------------------
 
     def collect(self) -> Iterator[Metric]:
         """Yield the metric families for prometheus-client (labels in TorchServe's order)."""
+        if self.mode == "log":
+            return
+        if self.mode != "legacy":
+            yield from self._host_families()
+        yield from self._model_families()
+
+    def _host_families(self) -> Iterator[Metric]:
         host_labels = {"Level": HOST_LEVEL, "Hostname": self.hostname}
         for index, name in ((2, "Requests2XX"), (4, "Requests4XX")):
             family = _family(name, "Count")
@@ -113,6 +152,8 @@ class FrontendMetrics(Collector):
         family = _family("Requests5XX", "Count")
         family.add_sample("Requests5XX", dict(host_labels), float(other))
         yield family
+
+    def _model_families(self) -> Iterator[Metric]:
 
         per_model = (
             ("ts_inference_requests_total", "Count", "requests"),

@@ -22,7 +22,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from torchwick.handlers.messages import PredictRequest, PredictResponse
 from torchwick.server.errors import InternalError, ServiceUnavailable, TorchwickError
@@ -49,6 +49,17 @@ def no_worker_message(model: str, version: str | None = None) -> str:
         "add workers. If this is a sequence inference, please check if it is closed, or "
         "expired; or exceeds maxSequenceJobQueueSize"
     )
+
+
+class BatchObserver(Protocol):
+    """Receives queue timing as batches form (``observability.phases.VersionSeries``)."""
+
+    def queue_wait(self, seconds: float, /) -> None:
+        """One request's time from enqueue to batch formation."""
+
+    def batch_formed(self, size: int, limit: int, formation_s: float) -> None:
+        """A batch of ``size`` (at most ``limit``) formed; its oldest request waited
+        ``formation_s``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +130,8 @@ class Batcher:
         self._rejected = 0
         self._dropped = 0
         self._queue_time = 0.0
+        #: Set by the data plane when metrics are on; read once per batch, never per request.
+        self.observer: BatchObserver | None = None
 
     # ----------------------------------------------------------------------------- lifecycle
     def start(self) -> None:
@@ -249,6 +262,7 @@ class Batcher:
         batch: list[_Job] = []
         now = self._clock()
         waited = 0.0
+        observer = self.observer
         while queue and len(batch) < limit:
             job = queue.popleft()
             if job.future.done():
@@ -258,12 +272,17 @@ class Batcher:
                 self._dropped += 1
                 continue
             job.state = _TAKEN
-            waited += now - job.enqueued_at
+            wait = now - job.enqueued_at
+            waited += wait
+            if observer is not None:
+                observer.queue_wait(wait)
             batch.append(job)
         if batch:
             self._requests += len(batch)
             self._batches += 1
             self._queue_time += waited
+            if observer is not None:
+                observer.batch_formed(len(batch), limit, now - batch[0].enqueued_at)
         return batch
 
     async def _dispatch(self) -> None:
