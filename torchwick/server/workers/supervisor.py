@@ -68,7 +68,8 @@ class WorkerSupervisor:
     (the default logs them at DEBUG); ``on_timings`` gives each worker its version's
     handler of the per-batch phase times (none: not measured). Server-wide supervision
     policy for every pool: restarts follow ``backoff``; a pool gives up after
-    ``max_load_failures`` consecutive failed loads; a stopped worker gets ``stop_grace_s`` to exit before it is killed.
+    ``max_load_failures`` consecutive failed loads; a stopped worker gets ``stop_grace_s``
+    to exit before it is killed.
     """
 
     def __init__(
