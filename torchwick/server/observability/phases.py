@@ -17,17 +17,22 @@ traffic policies route by variant):
 - ``torchwick_response_encode_seconds``: per batch, turning the handler's outputs into
   response bodies in the worker.
 
-Hot path: the child of every family is looked up once per model version (``VersionSeries``)
-and kept; each observation is one ``Histogram.observe`` on a cached child.
+Hot path: a version's series (``VersionSeries``) is looked up once and kept; an observation
+is one ``bisect`` and two additions on plain Python numbers (a prometheus-client
+``Histogram.observe`` takes a lock per sample and costs about ten times more, measured by
+``benchmarks/metrics_hot_path.py``). The numbers become prometheus-client
+``HistogramMetricFamily`` values at scrape time (``PhaseHistograms.collect``). Not
+thread-safe by design: only the event loop observes.
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Sequence
+import math
+from bisect import bisect_left
+from collections.abc import Iterator, Sequence
 
-from prometheus_client import Histogram
-from prometheus_client.registry import CollectorRegistry
+from prometheus_client.metrics_core import HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector, CollectorRegistry
 
 from torchwick.handlers.messages import BatchTimings
 
@@ -54,29 +59,49 @@ _FAMILIES: tuple[tuple[str, str, str, str], ...] = (
     ("encode", "torchwick_response_encode_seconds", "Response encoding", "latency"),
 )
 
-Observe = Callable[[float], None]
+
+class _Counts:
+    """One histogram child: per-bucket counts (the last one is ``+Inf``) and the sum."""
+
+    __slots__ = ("bounds", "counts", "total")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.total = 0.0
+
+    def observe(self, value: float) -> None:
+        # bisect_left: a value equal to a bound belongs to that bucket (``le`` is inclusive).
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.total += value
+
+    def buckets(self) -> list[tuple[str, float]]:
+        """Cumulative ``(le, count)`` pairs ending with ``+Inf``."""
+        out: list[tuple[str, float]] = []
+        running = 0
+        for bound, count in zip((*self.bounds, math.inf), self.counts, strict=True):
+            running += count
+            out.append((("+Inf" if bound == math.inf else repr(bound)), float(running)))
+        return out
 
 
-class PhaseHistograms:
-    """The histogram families, registered in ``registry``; ``series`` gives a version's view."""
+class PhaseHistograms(Collector):
+    """The histogram families (a registry Collector); ``series`` gives a version's view."""
 
     def __init__(
         self, registry: CollectorRegistry, latency_buckets: Sequence[float] | None = None
     ) -> None:
         latency = tuple(latency_buckets or DEFAULT_LATENCY_BUCKETS)
-        kinds = {"latency": latency, "size": BATCH_SIZE_BUCKETS, "fill": FILL_RATIO_BUCKETS}
-        self.families: dict[str, Histogram] = {
-            attr: Histogram(name, doc, LABELS, registry=registry, buckets=kinds[kind])
-            for attr, name, doc, kind in _FAMILIES
-        }
+        self._bounds = {"latency": latency, "size": BATCH_SIZE_BUCKETS, "fill": FILL_RATIO_BUCKETS}
         self._series: dict[tuple[str, str, str], VersionSeries] = {}
+        registry.register(self)
 
     def series(self, model: str, version: str, variant: str = "") -> VersionSeries:
-        """The cached children of one model version (and variant); created on first use."""
+        """The cached series of one model version (and variant); created on first use."""
         key = (model, version, variant)
         found = self._series.get(key)
         if found is None:
-            children = {a: h.labels(model, version, variant) for a, h in self.families.items()}
+            children = {attr: _Counts(self._bounds[kind]) for attr, _, _, kind in _FAMILIES}
             found = self._series[key] = VersionSeries(children)
         return found
 
@@ -84,9 +109,16 @@ class PhaseHistograms:
         """Drop a model's (or one version's) series after it is unregistered."""
         for key in [k for k in self._series if k[0] == model and version in (None, k[1])]:
             del self._series[key]
-            for histogram in self.families.values():
-                with contextlib.suppress(KeyError):
-                    histogram.remove(*key)
+
+    def collect(self) -> Iterator[Metric]:
+        """One ``HistogramMetricFamily`` per phase, series in label order."""
+        ordered = sorted(self._series.items())
+        for attr, name, doc, _ in _FAMILIES:
+            family = HistogramMetricFamily(name, doc, labels=LABELS)
+            for labels, series in ordered:
+                counts = series.children[attr]
+                family.add_metric(list(labels), counts.buckets(), counts.total)
+            yield family
 
 
 class VersionSeries:
@@ -100,39 +132,53 @@ class VersionSeries:
         "_inference",
         "_postprocess",
         "_preprocess",
+        "_queue",
+        "_request",
         "_size",
         "_transfer",
-        "queue_wait",
-        "request",
+        "children",
     )
 
-    def __init__(self, children: dict[str, Histogram]) -> None:
-        self.request: Observe = children["request"].observe
-        self.queue_wait: Observe = children["queue"].observe
-        self._formation: Observe = children["formation"].observe
-        self._size: Observe = children["size"].observe
-        self._fill: Observe = children["fill"].observe
-        self._transfer: Observe = children["transfer"].observe
-        self._preprocess: Observe = children["preprocess"].observe
-        self._inference: Observe = children["inference"].observe
-        self._postprocess: Observe = children["postprocess"].observe
-        self._encode: Observe = children["encode"].observe
+    def __init__(self, children: dict[str, _Counts]) -> None:
+        self.children = children
+        self._request = children["request"]
+        self._queue = children["queue"]
+        self._formation = children["formation"]
+        self._size = children["size"]
+        self._fill = children["fill"]
+        self._transfer = children["transfer"]
+        self._preprocess = children["preprocess"]
+        self._inference = children["inference"]
+        self._postprocess = children["postprocess"]
+        self._encode = children["encode"]
+
+    def request(self, seconds: float) -> None:
+        """One inference call's arrival-to-answer time (per request: inlined observe)."""
+        h = self._request
+        h.counts[bisect_left(h.bounds, seconds)] += 1
+        h.total += seconds
+
+    def queue_wait(self, seconds: float) -> None:
+        """One request's wait from enqueue to batch formation (per request: inlined)."""
+        h = self._queue
+        h.counts[bisect_left(h.bounds, seconds)] += 1
+        h.total += seconds
 
     def batch_formed(self, size: int, limit: int, formation_s: float) -> None:
         """One batch of ``size`` requests (of at most ``limit``) left the queue."""
-        self._size(size)
-        self._fill(size / limit)
-        self._formation(formation_s)
+        self._size.observe(size)
+        self._fill.observe(size / limit)
+        self._formation.observe(formation_s)
 
     def worker_timings(self, timings: BatchTimings, round_trip_s: float) -> None:
         """One batch's phase times from the worker and the frontend's round trip."""
         if timings.worker >= 0:
-            self._transfer(max(0.0, round_trip_s - timings.worker))
+            self._transfer.observe(max(0.0, round_trip_s - timings.worker))
         if timings.preprocess >= 0:
-            self._preprocess(timings.preprocess)
+            self._preprocess.observe(timings.preprocess)
         if timings.inference >= 0:
-            self._inference(timings.inference)
+            self._inference.observe(timings.inference)
         if timings.postprocess >= 0:
-            self._postprocess(timings.postprocess)
+            self._postprocess.observe(timings.postprocess)
         if timings.encode >= 0:
-            self._encode(timings.encode)
+            self._encode.observe(timings.encode)
