@@ -25,6 +25,8 @@ import socket
 import time
 from dataclasses import dataclass, field
 
+from torchwick.handlers.metrics_config import MetricsConfigError
+
 from .api.assembly import RestApis
 from .api.serving import ListenerError, RunningListener, open_listener, start_uvicorn
 from .config.addresses import ListenAddress, parse_address
@@ -38,6 +40,7 @@ from .observability import (
     AccessLog,
     FrontendMetrics,
     ModelMetrics,
+    build_frontend_metrics,
     install_server_log,
 )
 from .security.tokens import TokenAuthority
@@ -116,25 +119,29 @@ class _Server:
             return 1
         loop = asyncio.get_running_loop()
         hostname = socket.gethostname()
+        try:
+            metrics = build_frontend_metrics(settings, hostname)
+        except MetricsConfigError as exc:
+            log.error("torchwick cannot start: metrics_config %s", exc)
+            return 1
         model_metrics = ModelMetrics(hostname, settings.log_location / MODEL_METRICS_FILE)
-        metrics = FrontendMetrics(
-            hostname,
-            mode=settings.metrics_mode,
-            latency_buckets=settings.metrics_histogram_buckets,
-        )
         supervisor = WorkerSupervisor(
             settings, on_metrics=model_metrics.record, on_timings=metrics.worker_timings
         )
-        phases = metrics.phases.series if metrics.phases is not None else None
-        plane = DataPlane(settings, supervisor, accounting=metrics, phases=phases)
+        plane = DataPlane(settings, supervisor, accounting=metrics, phases=metrics.series)
         metrics.queue_source = plane.batcher_stats
-        metrics.registry.register(model_metrics)
+        if metrics.mode == "prometheus":
+            # TorchServe's log and legacy modes keep handler metrics out of /metrics (they
+            # are in model_metrics.log either way).
+            metrics.registry.register(model_metrics)
         access_log = AccessLog(settings.log_location / ACCESS_LOG_FILE)
-        parts = _Parts(plane, supervisor, tokens, access_log, model_metrics, plans)
+        parts = _Parts(plane, supervisor, tokens, access_log, model_metrics, plans, metrics)
         try:
             access_log.start(loop)
             if model_metrics.log is not None:
                 model_metrics.log.start(loop)
+            if metrics.ts_log is not None:
+                metrics.ts_log.file.start(loop)
             await self._listen(parts, metrics)
             await self._listen_grpc(parts, metrics)
         except (ListenerError, OSError) as exc:
@@ -248,6 +255,8 @@ class _Server:
         parts.access_log.close()
         if parts.model_metrics.log is not None:
             parts.model_metrics.log.close()
+        if parts.metrics.ts_log is not None:
+            parts.metrics.ts_log.file.close()
 
 
 @dataclass(frozen=True)
@@ -258,6 +267,7 @@ class _Parts:
     access_log: AccessLog
     model_metrics: ModelMetrics
     plans: list[ListenerPlan]
+    metrics: FrontendMetrics
 
 
 def _bound_address(address: ListenAddress, sock: socket.socket) -> str:

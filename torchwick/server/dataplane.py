@@ -80,7 +80,7 @@ class VersionObserver(BatchObserver, Protocol):
 
 #: ``(model, version, variant) -> observer`` (``PhaseHistograms.series``); ``variant`` is ""
 #: until traffic policies route by variant.
-PhaseSource = Callable[[str, str, str], VersionObserver]
+PhaseSource = Callable[[str, str, str], VersionObserver | None]
 
 
 class InferenceAccounting(Protocol):
@@ -202,11 +202,13 @@ class DataPlane(ModelManagement):
             raise error(response.reason or f"Inference failed with status {response.status}")
         return _result(response, entry)
 
-    def _observe_version(self, entry: ModelVersionEntry) -> VersionObserver:
+    def _observe_version(self, entry: ModelVersionEntry) -> VersionObserver | None:
         # First request of a version (or of a re-registered one with a new batcher).
         if self._phases is None:
-            raise RuntimeError("no phase histograms to observe into")
+            return None
         observer = self._phases(entry.name, entry.version, "")
+        if observer is None:
+            return None
         self._observers[(entry.name, entry.version)] = observer
         entry.batcher.observer = observer
         return observer

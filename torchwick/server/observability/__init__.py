@@ -6,6 +6,7 @@ from .exposition import render_text
 from .logs import ACCESS_LOG_FILE, SERVER_LOG_FILE, install_server_log, remove_server_log
 from .metrics import FrontendMetrics, ModelCounters
 from .model_metrics import MODEL_METRICS_FILE, ModelMetrics
+from .setup import build_frontend_metrics
 
 __all__ = [
     "ACCESS_LOG_FILE",
@@ -16,6 +17,7 @@ __all__ = [
     "FrontendMetrics",
     "ModelCounters",
     "ModelMetrics",
+    "build_frontend_metrics",
     "install_server_log",
     "remove_server_log",
     "render_text",

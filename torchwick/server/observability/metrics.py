@@ -26,15 +26,17 @@ metrics go to ``ts_metrics.log`` instead (``ts_log.py``). The histograms exist o
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Protocol
 
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from torchwick.handlers.messages import BatchTimings
+from torchwick.handlers.metrics_config import MetricSpec
 
-from .phases import PhaseHistograms
+from .phases import PhaseHistograms, VersionSeries
+from .ts_metrics import LogSeries, TsMetricsLog, frontend_specs
 
 HOST_LEVEL = "Host"
 DEFAULT_VERSION_LABEL = "default"
@@ -68,7 +70,9 @@ class ModelCounters:
 class FrontendMetrics(Collector):
     """The frontend counters and the prometheus-client registry that exports them.
 
-    Not thread-safe by design: only the event loop calls the counting methods.
+    ``specs`` (``ts_metrics.frontend_specs``) decides which of TorchServe's frontend metrics
+    exist and their label names; ``ts_log`` receives every event in ``log`` and ``legacy``
+    modes. Not thread-safe by design: only the event loop calls the counting methods.
     """
 
     def __init__(
@@ -78,13 +82,19 @@ class FrontendMetrics(Collector):
         *,
         mode: str = "prometheus",
         latency_buckets: Sequence[float] | None = None,
+        specs: Mapping[str, MetricSpec] | None = None,
+        ts_log: TsMetricsLog | None = None,
     ) -> None:
         self.hostname = hostname
         self.queue_source = queue_source
         self.mode = mode
+        self.specs = dict(specs) if specs is not None else frontend_specs(None)
+        self.ts_log = ts_log
         #: Index ``status // 100``; see ``count_response``.
         self._responses = [0, 0, 0, 0, 0, 0]
         self._models: dict[str, dict[str, ModelCounters]] = {}
+        self._host = {"Level": HOST_LEVEL, "Hostname": hostname, "hostname": hostname}
+        self._log_series: dict[tuple[str, str], LogSeries] = {}
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
         #: The phase histograms; None outside ``prometheus`` mode.
@@ -92,19 +102,36 @@ class FrontendMetrics(Collector):
             PhaseHistograms(self.registry, latency_buckets) if mode == "prometheus" else None
         )
 
+    def series(
+        self, model: str, version: str, variant: str = ""
+    ) -> VersionSeries | LogSeries | None:
+        """What the data plane and batcher of one version feed: its phase histograms, or in
+        log/legacy mode its ``ts_metrics.log`` events; None when neither applies."""
+        if self.phases is not None:
+            return self.phases.series(model, version, variant)
+        if self.ts_log is None:
+            return None
+        found = self._log_series.get((model, version))
+        if found is None:
+            found = self._log_series[(model, version)] = LogSeries(self.ts_log, model, version)
+        return found
+
     def worker_timings(
         self, model: str, version: str
     ) -> Callable[[BatchTimings, float], None] | None:
         """The handler of one version's worker timings (``WorkerSupervisor(on_timings=)``)."""
-        if self.phases is None:
-            return None
-        return self.phases.series(model, version).worker_timings
+        series = self.series(model, version)
+        return series.worker_timings if series is not None else None
 
     # -- counting (hot path) ---------------------------------------------------------------
 
     def count_response(self, status: int) -> None:
         """Count one HTTP response by class (2XX, 4XX, else 5XX)."""
-        self._responses[status // 100 if 0 <= status < 600 else 5] += 1
+        index = status // 100 if 0 <= status < 600 else 5
+        self._responses[index] += 1
+        if self.ts_log is not None:
+            name = "Requests2XX" if index == 2 else "Requests4XX" if index == 4 else "Requests5XX"
+            self.ts_log.emit(name, 1.0, self._host)
 
     def model(self, model: str, version: str | None) -> ModelCounters:
         """The counters of one model version (created on first use)."""
@@ -122,6 +149,11 @@ class FrontendMetrics(Collector):
         counters = self.model(model, version)
         counters.requests += 1
         counters.latency_us += latency_us
+        if self.ts_log is not None:
+            values = {"model_name": model, "model_version": version or DEFAULT_VERSION_LABEL}
+            values["hostname"] = self.hostname
+            self.ts_log.emit("ts_inference_requests_total", 1.0, values)
+            self.ts_log.emit("ts_inference_latency_microseconds", float(latency_us), values)
 
     def forget_model(self, model: str, version: str | None = None) -> None:
         """Drop a model's (or one version's) series, after it is unregistered."""
@@ -135,7 +167,7 @@ class FrontendMetrics(Collector):
     # -- export (scrape time) --------------------------------------------------------------
 
     def collect(self) -> Iterator[Metric]:
-        """Yield the metric families for prometheus-client (labels in TorchServe's order)."""
+        """Yield the metric families for prometheus-client (labels in the configured order)."""
         if self.mode == "log":
             return
         if self.mode != "legacy":
@@ -143,42 +175,58 @@ class FrontendMetrics(Collector):
         yield from self._model_families()
 
     def _host_families(self) -> Iterator[Metric]:
-        host_labels = {"Level": HOST_LEVEL, "Hostname": self.hostname}
-        for index, name in ((2, "Requests2XX"), (4, "Requests4XX")):
-            family = _family(name, "Count")
-            family.add_sample(name, dict(host_labels), float(self._responses[index]))
-            yield family
-        other = sum(self._responses) - self._responses[2] - self._responses[4]
-        family = _family("Requests5XX", "Count")
-        family.add_sample("Requests5XX", dict(host_labels), float(other))
-        yield family
+        responses = self._responses
+        other = sum(responses) - responses[2] - responses[4]
+        for name, value in (
+            ("Requests2XX", responses[2]),
+            ("Requests4XX", responses[4]),
+            ("Requests5XX", other),
+        ):
+            spec = self.specs.get(name)
+            if spec is not None:
+                family = _family(spec)
+                family.add_sample(name, self._labels(spec, self._host), float(value))
+                yield family
 
     def _model_families(self) -> Iterator[Metric]:
-
         per_model = (
-            ("ts_inference_requests_total", "Count", "requests"),
-            ("ts_inference_latency_microseconds", "Microseconds", "latency_us"),
+            ("ts_inference_requests_total", "requests"),
+            ("ts_inference_latency_microseconds", "latency_us"),
         )
-        for name, unit, attribute in per_model:
-            family = _family(name, unit)
+        for name, attribute in per_model:
+            spec = self.specs.get(name)
+            if spec is None:
+                continue
+            family = _family(spec)
             for model, versions in sorted(self._models.items()):
                 for version, counters in sorted(versions.items()):
                     value = float(getattr(counters, attribute))
-                    family.add_sample(name, self._model_labels(model, version), value)
+                    family.add_sample(name, self._model_labels(spec, model, version), value)
             yield family
         name = "ts_queue_latency_microseconds"
-        family = _family(name, "Microseconds")
+        spec = self.specs.get(name)
+        if spec is None:
+            return
+        family = _family(spec)
         if self.queue_source is not None:
             for model, version, stats in sorted(self.queue_source(), key=lambda t: t[:2]):
                 value = float(int(stats.queue_time_s * 1_000_000))
-                family.add_sample(name, self._model_labels(model, version), value)
+                family.add_sample(name, self._model_labels(spec, model, version), value)
         yield family
 
-    def _model_labels(self, model: str, version: str) -> dict[str, str]:
-        return {"model_name": model, "model_version": version, "hostname": self.hostname}
+    @staticmethod
+    def _labels(spec: MetricSpec, values: Mapping[str, str]) -> dict[str, str]:
+        return {name: values.get(name, "") for name in spec.dimensions}
+
+    def _model_labels(self, spec: MetricSpec, model: str, version: str) -> dict[str, str]:
+        values = {"model_name": model, "model_version": version, "hostname": self.hostname}
+        return self._labels(spec, values)
 
 
-def _family(name: str, unit: str) -> Metric:
+def _family(spec: MetricSpec) -> Metric:
     # ``Metric`` (not CounterMetricFamily) keeps the exact sample name: TorchServe's
     # ``Requests2XX`` has no ``_total`` suffix and must not grow one.
-    return Metric(name, _HELP.format(kind="counter", unit=unit), "counter")
+    kind = spec.metric_type.value
+    doc = _HELP.format(kind=kind, unit=spec.unit)
+    # Declared as a histogram in a metrics.yaml: the server only has a running total for it.
+    return Metric(spec.name, doc, "unknown" if kind == "histogram" else kind)
