@@ -40,6 +40,7 @@ from .observability import (
     AccessLog,
     FrontendMetrics,
     ModelMetrics,
+    SystemMetrics,
     build_frontend_metrics,
     install_server_log,
 )
@@ -129,19 +130,29 @@ class _Server:
             settings, on_metrics=model_metrics.record, on_timings=metrics.worker_timings
         )
         plane = DataPlane(settings, supervisor, accounting=metrics, phases=metrics.series)
+        system = SystemMetrics(
+            hostname,
+            metrics.specs,
+            interval_s=float(settings.metric_time_interval),
+            enabled=not settings.disable_system_metrics,
+            ts_log=metrics.ts_log,
+            worker_memory=lambda: _worker_memory(supervisor),
+        )
         metrics.queue_source = plane.batcher_stats
         if metrics.mode == "prometheus":
             # TorchServe's log and legacy modes keep handler metrics out of /metrics (they
             # are in model_metrics.log either way).
             metrics.registry.register(model_metrics)
+            metrics.registry.register(system)
         access_log = AccessLog(settings.log_location / ACCESS_LOG_FILE)
-        parts = _Parts(plane, supervisor, tokens, access_log, model_metrics, plans, metrics)
+        parts = _Parts(plane, supervisor, tokens, access_log, model_metrics, plans, metrics, system)
         try:
             access_log.start(loop)
             if model_metrics.log is not None:
                 model_metrics.log.start(loop)
             if metrics.ts_log is not None:
                 metrics.ts_log.file.start(loop)
+            system.start(loop)
             await self._listen(parts, metrics)
             await self._listen_grpc(parts, metrics)
         except (ListenerError, OSError) as exc:
@@ -245,6 +256,7 @@ class _Server:
         for plan in parts.plans:
             if plan.address.uds_path is not None and self.servers:
                 plan.address.uds_path.unlink(missing_ok=True)
+        await parts.system.close()
         for part in (parts.plane, parts.supervisor):
             try:
                 await part.close()
@@ -268,6 +280,17 @@ class _Parts:
     model_metrics: ModelMetrics
     plans: list[ListenerPlan]
     metrics: FrontendMetrics
+    system: SystemMetrics
+
+
+def _worker_memory(supervisor: WorkerSupervisor) -> list[tuple[str, str, str, int]]:
+    """(model, version, worker id, resident bytes) of every running worker, for /metrics."""
+    rows = []
+    for pool in list(supervisor.pools.values()):
+        for info in pool.describe():
+            if info.pid is not None:
+                rows.append((pool.config.name, pool.config.version, info.id, info.memory_bytes))
+    return rows
 
 
 def _bound_address(address: ListenAddress, sock: socket.socket) -> str:

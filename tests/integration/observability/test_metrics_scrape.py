@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import time
 from collections.abc import Iterator
@@ -48,7 +49,15 @@ PHASES = (
     "torchwick_handler_postprocess_seconds",
     "torchwick_response_encode_seconds",
 )
-PER_BATCH = PHASES[2:]
+SYSTEM = (
+    "CPUUtilization",
+    "MemoryUsed",
+    "MemoryAvailable",
+    "MemoryUtilization",
+    "DiskUsage",
+    "DiskAvailable",
+    "DiskUtilization",
+)
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +69,11 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     serialized = save_torchscript(MLP().eval(), mlp_dir, torch.zeros(1, 64))
     build_archive(store, "mlp", handlers.MLP, serialized_file=mlp_dir / serialized)
     build_archive(store, "custom", CUSTOM)
-    options = ServerOptions(load_models="mlp.mar,custom.mar", disable_token_auth=True)
+    options = ServerOptions(
+        load_models="mlp.mar,custom.mar",
+        disable_token_auth=True,
+        config={"metric_time_interval": "1"},
+    )
     with running_server(root, options) as process:
         yield process
 
@@ -140,6 +153,29 @@ def test_traceparent_reaches_the_handler(server: ServerProcess) -> None:
     )
     assert response.status_code == 200
     assert json.loads(response.content)["traceparent"] == trace
+
+
+def test_system_metrics_and_worker_memory(server: ServerProcess) -> None:
+    deadline = time.monotonic() + 30
+    while True:
+        families = _scrape(server)
+        if "CPUUtilization" in families or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    host = {"Level": "Host"}
+    for name in SYSTEM:
+        family = families[name]
+        assert family.type == "gauge", name
+        assert set(family.samples[0].labels) == {"Level", "Hostname"}
+        assert _value(family, "", **host) >= 0
+    assert 0 < _value(families["MemoryUtilization"], "", **host) <= 100
+    log = (server.root / "server" / "logs" / "torchwick_log.log").read_text()
+    if importlib.util.find_spec("pynvml") is None:
+        # No nvidia-ml-py: no GPU families, and one line saying why.
+        assert not [name for name in families if name.startswith("GPU")]
+        assert log.count("no GPU metrics: nvidia-ml-py is not installed") == 1
+    memory = families["torchwick_worker_memory_bytes"]
+    assert _value(memory, "", model_name="mlp", model_version="1.0") > 10_000_000
 
 
 def _wait_for(path: Path, text: str, timeout: float = 10.0) -> str:
