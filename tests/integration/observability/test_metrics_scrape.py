@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import httpx
 import pytest
 import torch
@@ -17,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.integration.server import model_handlers as handlers
 from tests.support.models import MLP, save_torchscript
 from tests.support.server import ServerOptions, ServerProcess, build_archive, running_server
+from torchwick.server.grpc._generated import inference_pb2, inference_pb2_grpc
 
 REQUESTS = 7
 
@@ -153,6 +155,18 @@ def test_traceparent_reaches_the_handler(server: ServerProcess) -> None:
     )
     assert response.status_code == 200
     assert json.loads(response.content)["traceparent"] == trace
+
+
+def test_traceparent_reaches_the_handler_over_grpc(server: ServerProcess) -> None:
+    trace = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    with grpc.insecure_channel(server.grpc_target("inference")) as channel:
+        stub = inference_pb2_grpc.InferenceAPIsServiceStub(channel)
+        answer = stub.Predictions(
+            inference_pb2.PredictionsRequest(model_name="custom", input={"data": b"x"}),
+            metadata=[("traceparent", trace)],
+            timeout=30,
+        )
+    assert json.loads(answer.prediction)["traceparent"] == trace
 
 
 def test_system_metrics_and_worker_memory(server: ServerProcess) -> None:
