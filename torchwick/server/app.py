@@ -144,7 +144,9 @@ class _Server:
             # are in model_metrics.log either way).
             metrics.registry.register(model_metrics)
             metrics.registry.register(system)
-        access_log = AccessLog(settings.log_location / ACCESS_LOG_FILE)
+        access_log = AccessLog(
+            settings.log_location / ACCESS_LOG_FILE, json_lines=settings.log_format == "json"
+        )
         parts = _Parts(plane, supervisor, tokens, access_log, model_metrics, plans, metrics, system)
         try:
             access_log.start(loop)

@@ -78,6 +78,8 @@ class Settings:
     worker_heartbeat_s: float = 5.0
     log_location: Path = Path("logs")
     log_config: Path | None = None
+    #: ``text`` or ``json``: one JSON object per line in the server and access logs.
+    log_format: str = "text"
     #: ``False`` with ``--ncs``: no config snapshots are written or restored.
     snapshots_enabled: bool = True
     foreground: bool = False

@@ -155,6 +155,11 @@ def test_traceparent_reaches_the_handler(server: ServerProcess) -> None:
     )
     assert response.status_code == 200
     assert json.loads(response.content)["traceparent"] == trace
+    # The access log line of that request: its id, the model and version, status and bytes.
+    rid = response.headers["x-request-id"]
+    line = f"rid={rid} model=custom version=1.0 bytes={len(response.content)}"
+    log = _wait_for(server.root / "server" / "logs" / "access_log.log", line)
+    assert '"POST /predictions/custom HTTP/1.1" 200 ' in log
 
 
 def test_traceparent_reaches_the_handler_over_grpc(server: ServerProcess) -> None:

@@ -219,6 +219,7 @@ KEYS: dict[str, KeySpec] = {
     **_same(_optional_text, "cors_allowed_origin", "cors_allowed_methods", "cors_allowed_headers"),
     "metrics_mode": KeySpec("metrics_mode", _choice("log", "prometheus", "legacy")),
     "metrics_histogram_buckets": KeySpec("metrics_histogram_buckets", _buckets),
+    "log_format": KeySpec("log_format", _choice("text", "json")),
     "service_envelope": KeySpec(
         "service_envelope", _choice("body", "json", "kserve", "kservev2", optional=True)
     ),
