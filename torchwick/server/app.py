@@ -44,6 +44,7 @@ from .observability import (
     build_frontend_metrics,
     install_server_log,
 )
+from .observability.tracing import Tracing, build_tracing
 from .security.tokens import TokenAuthority
 from .settings import Settings
 from .workers import WorkerSupervisor
@@ -129,7 +130,10 @@ class _Server:
         supervisor = WorkerSupervisor(
             settings, on_metrics=model_metrics.record, on_timings=metrics.worker_timings
         )
-        plane = DataPlane(settings, supervisor, accounting=metrics, phases=metrics.series)
+        tracing = build_tracing(settings.enable_tracing)
+        plane = DataPlane(
+            settings, supervisor, accounting=metrics, phases=metrics.series, tracing=tracing
+        )
         system = SystemMetrics(
             hostname,
             metrics.specs,
@@ -147,7 +151,9 @@ class _Server:
         access_log = AccessLog(
             settings.log_location / ACCESS_LOG_FILE, json_lines=settings.log_format == "json"
         )
-        parts = _Parts(plane, supervisor, tokens, access_log, model_metrics, plans, metrics, system)
+        parts = _Parts(
+            plane, supervisor, tokens, access_log, model_metrics, plans, metrics, system, tracing
+        )
         try:
             access_log.start(loop)
             if model_metrics.log is not None:
@@ -271,6 +277,8 @@ class _Server:
             parts.model_metrics.log.close()
         if parts.metrics.ts_log is not None:
             parts.metrics.ts_log.file.close()
+        if parts.tracing is not None:
+            parts.tracing.shutdown()
 
 
 @dataclass(frozen=True)
@@ -283,6 +291,7 @@ class _Parts:
     plans: list[ListenerPlan]
     metrics: FrontendMetrics
     system: SystemMetrics
+    tracing: Tracing | None
 
 
 def _worker_memory(supervisor: WorkerSupervisor) -> list[tuple[str, str, str, int]]:

@@ -28,7 +28,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from torchwick.handlers.messages import PredictRequest, PredictResponse
 from torchwick.server.contracts import (
@@ -41,6 +41,7 @@ from torchwick.server.contracts import (
 from torchwick.server.errors import (
     InternalError,
     ServiceUnavailable,
+    TorchwickError,
     error_class_for_http,
 )
 from torchwick.server.model_store import ModelStore
@@ -60,6 +61,9 @@ from torchwick.server.scheduling.batcher import BatchObserver
 from torchwick.server.settings import Settings
 
 from .management import ModelManagement
+
+if TYPE_CHECKING:
+    from .observability.tracing import Tracing
 
 __all__ = ["DataPlane", "InferenceAccounting", "RegisterRequest"]
 
@@ -132,6 +136,7 @@ class DataPlane(ModelManagement):
         monitor_interval_s: float = 1.0,
         accounting: InferenceAccounting | None = None,
         phases: PhaseSource | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self._settings = settings
         self._pools = supervisor
@@ -143,6 +148,7 @@ class DataPlane(ModelManagement):
         self._monitor: asyncio.Task[None] | None = None
         self._accounting = accounting
         self._phases = phases
+        self._tracing = tracing
         #: (model, version) -> its observer, also installed on the version's batcher.
         self._observers: dict[tuple[str, str], VersionObserver] = {}
         self._startup_pending = True
@@ -183,6 +189,15 @@ class DataPlane(ModelManagement):
             observer = self._observers.get((entry.name, entry.version))
             if observer is None or entry.batcher.observer is not observer:
                 observer = self._observe_version(entry)
+        if self._tracing is not None:
+            return await self._infer_traced(
+                entry,
+                version=version,
+                request=request,
+                predict=predict,
+                sink=sink,
+                observer=observer,
+            )
         try:
             response = await entry.batcher.infer(predict, sink)
         except ServiceUnavailable:
@@ -200,6 +215,44 @@ class DataPlane(ModelManagement):
         if response.status >= 400 and not response.body:
             error = error_class_for_http(response.status)
             raise error(response.reason or f"Inference failed with status {response.status}")
+        return _result(response, entry)
+
+    async def _infer_traced(
+        self,
+        entry: ModelVersionEntry,
+        *,
+        version: str | None,
+        request: InferenceRequest,
+        predict: PredictRequest,
+        sink: Callable[[PredictResponse], None] | None,
+        observer: VersionObserver | None,
+    ) -> InferenceResult:
+        """``infer`` with an OpenTelemetry span around it (``observability.tracing``)."""
+        tracing = self._tracing
+        if tracing is None:
+            raise RuntimeError("tracing is off")
+        entry.batcher.tracer = tracing
+        trace = tracing.start(entry.name, request.request_id, request.metadata, request.received_at)
+        status = 500
+        try:
+            response = await entry.batcher.infer(predict, sink, trace)
+            status = response.status
+        except TorchwickError as error:
+            status = error.status.http_status
+            if isinstance(error, ServiceUnavailable) and version is not None:
+                raise ServiceUnavailable(no_worker_message(entry.name, version)) from None
+            raise
+        finally:
+            tracing.finish(trace, entry.version, status)
+            started = request.received_at or 0.0
+            elapsed = time.perf_counter() - started if started else 0.0
+            if self._accounting is not None:
+                self._accounting.observe_inference(entry.name, version, int(elapsed * 1_000_000))
+            if observer is not None:
+                observer.request(elapsed)
+        if response.status >= 400 and not response.body:
+            error_type = error_class_for_http(response.status)
+            raise error_type(response.reason or f"Inference failed with status {response.status}")
         return _result(response, entry)
 
     def _observe_version(self, entry: ModelVersionEntry) -> VersionObserver | None:

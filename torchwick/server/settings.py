@@ -104,6 +104,8 @@ class Settings:
     #: Where log-mode metric files go (env ``METRICS_LOCATION``).
     metrics_location: Path = Path("logs")
     disable_system_metrics: bool = False
+    #: OpenTelemetry spans per phase (needs the ``tracing`` extra; see observability/tracing).
+    enable_tracing: bool = False
     #: Seconds between system metric samples.
     metric_time_interval: int = 60
     #: Latency histogram bucket bounds in seconds (None: 0.1 ms to 60 s, see

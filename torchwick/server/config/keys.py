@@ -194,6 +194,7 @@ KEYS: dict[str, KeySpec] = {
         "decode_input_request",
         "limit_max_image_pixels",
         "disable_system_metrics",
+        "enable_tracing",
     ),
     **_same(
         to_path,

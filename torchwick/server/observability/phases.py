@@ -137,10 +137,12 @@ class VersionSeries:
         "_size",
         "_transfer",
         "children",
+        "last_timings",
     )
 
     def __init__(self, children: dict[str, _Counts]) -> None:
         self.children = children
+        self.last_timings: BatchTimings | None = None
         self._request = children["request"]
         self._queue = children["queue"]
         self._formation = children["formation"]
@@ -172,6 +174,7 @@ class VersionSeries:
 
     def worker_timings(self, timings: BatchTimings, round_trip_s: float) -> None:
         """One batch's phase times from the worker and the frontend's round trip."""
+        self.last_timings = timings
         if timings.worker >= 0:
             self._transfer.observe(max(0.0, round_trip_s - timings.worker))
         if timings.preprocess >= 0:

@@ -129,10 +129,11 @@ class TsMetricsLog:
 class LogSeries:
     """One version's events for ``ts_metrics.log`` (the log-mode ``VersionObserver``)."""
 
-    __slots__ = ("_log", "_model")
+    __slots__ = ("_log", "_model", "last_timings")
 
     def __init__(self, log: TsMetricsLog, model: str, version: str) -> None:
         self._log = log
+        self.last_timings: BatchTimings | None = None
         self._model = {"model_name": model, "model_version": version, "Level": "Host"}
 
     def request(self, seconds: float) -> None:
@@ -148,6 +149,7 @@ class LogSeries:
 
     def worker_timings(self, timings: BatchTimings, round_trip_s: float) -> None:
         """``WorkerThreadTime``: frontend time for the batch outside the worker (ms)."""
+        self.last_timings = timings
         if timings.worker >= 0:
             outside = max(0.0, round_trip_s - timings.worker)
             self._log.emit("WorkerThreadTime", round(outside * 1000.0, 3), self._model)
