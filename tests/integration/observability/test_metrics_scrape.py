@@ -112,6 +112,8 @@ def test_phase_histograms_count_every_request(server: ServerProcess) -> None:
         assert count == REQUESTS, (name, count)
         assert _value(family, "_bucket", le="+Inf", **mlp) == REQUESTS
     assert _value(families["torchwick_batch_size"], "_sum", **mlp) == REQUESTS
+    assert families["torchwick_queue_depth"].type == "gauge"
+    assert _value(families["torchwick_queue_depth"], "", **mlp) == 0
     assert _value(families["torchwick_request_latency_seconds"], "_sum", **mlp) > 0
     total = families["ts_inference_requests"]  # the parser strips ``_total``
     assert _value(total, "_total", model_name="mlp", model_version="default") == REQUESTS

@@ -52,6 +52,11 @@ class QueueStats(Protocol):
         """Total seconds dispatched requests waited in the queue."""
         ...
 
+    @property
+    def pending(self) -> int:
+        """Requests queued now."""
+        ...
+
 
 #: ``(model, version, stats)`` for every registered version (``DataPlane.batcher_stats``).
 QueueSource = Callable[[], Iterable[tuple[str, str, QueueStats]]]
@@ -203,6 +208,8 @@ class FrontendMetrics(Collector):
                     value = float(getattr(counters, attribute))
                     family.add_sample(name, self._model_labels(spec, model, version), value)
             yield family
+        if self.mode == "prometheus" and self.queue_source is not None:
+            yield self._queue_depth()
         name = "ts_queue_latency_microseconds"
         spec = self.specs.get(name)
         if spec is None:
@@ -213,6 +220,14 @@ class FrontendMetrics(Collector):
                 value = float(int(stats.queue_time_s * 1_000_000))
                 family.add_sample(name, self._model_labels(spec, model, version), value)
         yield family
+
+    def _queue_depth(self) -> Metric:
+        family = Metric("torchwick_queue_depth", "Requests queued, not yet running", "gauge")
+        if self.queue_source is not None:
+            for model, version, stats in sorted(self.queue_source(), key=lambda t: t[:2]):
+                labels = {"model_name": model, "model_version": version}
+                family.add_sample("torchwick_queue_depth", labels, float(stats.pending))
+        return family
 
     @staticmethod
     def _labels(spec: MetricSpec, values: Mapping[str, str]) -> dict[str, str]:
