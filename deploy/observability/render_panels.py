@@ -14,6 +14,7 @@ Needs matplotlib (not a torchwick dependency). Run from the repository root::
 from __future__ import annotations
 
 import argparse
+import itertools
 import math
 import sys
 import tempfile
@@ -139,7 +140,7 @@ def main() -> None:
         driver.join()
     t0 = scrapes[0][0]
     xs, panels = [], defaultdict(list)
-    for (t1, s1), (t2, s2) in zip(scrapes, scrapes[1:], strict=False):
+    for (t1, s1), (t2, s2) in itertools.pairwise(scrapes):
         dt = t2 - t1
         xs.append(t2 - t0)
         panels["rps"].append(rate(s1, s2, "torchwick_request_latency_seconds_count", dt))
