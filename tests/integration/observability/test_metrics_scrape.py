@@ -35,6 +35,7 @@ def handle(data, context):
     m.add_metric("CustomHistogram", 3.0, "ms", None, [], "histogram")
     m.add_time("CustomTime", 1.5)
     m.add_metric("bad name", 1.0, "count")
+    m.add_time("BadUnit", 1.0, None, "hours")
     return [{"ok": True, "traceparent": context.get_request_header(i, "traceparent")}
             for i, _ in enumerate(data)]
 """
@@ -144,8 +145,11 @@ def test_custom_handler_metrics_of_each_type(server: ServerProcess) -> None:
     pre = families["torchwick_handler_preprocess_seconds"]
     assert _value(pre, "_count", model_name="custom") == 0
     assert _value(families["torchwick_response_encode_seconds"], "_count", model_name="custom")
-    log = _wait_for(server.root / "server" / "logs" / "torchwick_log.log", "'bad name' dropped")
-    assert "not a valid Prometheus metric name" in log
+    # Reported in the model log by the worker; the requests above still answered 200.
+    model_log = server.root / "server" / "logs" / "model_log.log"
+    text = _wait_for(model_log, "Failed to update metric 'bad name': not a valid metric name")
+    assert "Failed to update metric BadUnit: time unit 'hours'" in text
+    assert "BadUnit" not in families
     metrics_log = _wait_for(server.root / "server" / "logs" / "model_metrics.log", "CustomGauge")
     assert "CustomGauge.Milliseconds:5.5|#ModelName:custom,Level:Model|#hostname:" in metrics_log
 
