@@ -128,7 +128,10 @@ class _Server:
             return 1
         model_metrics = ModelMetrics(hostname, settings.log_location / MODEL_METRICS_FILE)
         supervisor = WorkerSupervisor(
-            settings, on_metrics=model_metrics.record, on_timings=metrics.worker_timings
+            settings,
+            on_metrics=model_metrics.record,
+            on_timings=metrics.worker_timings,
+            on_loaded=metrics.worker_loaded,
         )
         tracing = build_tracing(settings.enable_tracing)
         plane = DataPlane(

@@ -86,6 +86,8 @@ def test_log_mode_writes_torchserve_lines(tmp_path: Path) -> None:
             len(re.findall(r"(?m)^QueueTime\.Milliseconds:[0-9.]+\|#Level:Host" + host, text)) == 3
         )
         assert re.search(r"(?m)^ts_queue_latency_microseconds\.Microseconds:", text)
+        worker = r"\|#WorkerName:W-9000-echo_1\.0,Level:Host"
+        assert re.search(r"(?m)^WorkerLoadTime\.Milliseconds:[0-9.]+" + worker + host, text)
 
 
 def test_metrics_config_dimensions_take_effect(tmp_path: Path) -> None:

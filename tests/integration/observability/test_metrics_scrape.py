@@ -120,6 +120,10 @@ def test_phase_histograms_count_every_request(server: ServerProcess) -> None:
     assert _value(total, "_total", model_name="mlp", model_version="default") == REQUESTS
     for name in ("Requests2XX", "Requests4XX", "Requests5XX"):
         assert set(families[name].samples[0].labels) == {"Level", "Hostname"}
+    load = families["WorkerLoadTime"]
+    assert load.type == "gauge"
+    (mlp_load,) = [s for s in load.samples if s.labels["WorkerName"].endswith("-mlp_1.0")]
+    assert mlp_load.labels["Level"] == "Host" and mlp_load.value > 0
 
 
 def test_custom_handler_metrics_of_each_type(server: ServerProcess) -> None:

@@ -100,6 +100,8 @@ class FrontendMetrics(Collector):
         self._models: dict[str, dict[str, ModelCounters]] = {}
         self._host = {"Level": HOST_LEVEL, "Hostname": hostname, "hostname": hostname}
         self._log_series: dict[tuple[str, str], LogSeries] = {}
+        #: Worker name -> milliseconds its last start took (``WorkerLoadTime``).
+        self._load_ms: dict[str, float] = {}
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
         #: The phase histograms; None outside ``prometheus`` mode.
@@ -127,6 +129,14 @@ class FrontendMetrics(Collector):
         """The handler of one version's worker timings (``WorkerSupervisor(on_timings=)``)."""
         series = self.series(model, version)
         return series.worker_timings if series is not None else None
+
+    def worker_loaded(self, worker: str, seconds: float) -> None:
+        """A worker (``W-9000-mlp_1.0``) became ready ``seconds`` after its spawn."""
+        ms = round(seconds * 1000.0, 3)
+        self._load_ms[worker] = ms
+        if self.ts_log is not None:
+            values = {"WorkerName": worker, "Level": "Host", "Hostname": self.hostname}
+            self.ts_log.emit("WorkerLoadTime", ms, values)
 
     # -- counting (hot path) ---------------------------------------------------------------
 
@@ -192,6 +202,13 @@ class FrontendMetrics(Collector):
                 family = _family(spec)
                 family.add_sample(name, self._labels(spec, self._host), float(value))
                 yield family
+        spec = self.specs.get("WorkerLoadTime")
+        if spec is not None and self._load_ms:
+            family = _family(spec)
+            for worker, ms in sorted(self._load_ms.items()):
+                values = {**self._host, "WorkerName": worker}
+                family.add_sample("WorkerLoadTime", self._labels(spec, values), ms)
+            yield family
 
     def _model_families(self) -> Iterator[Metric]:
         per_model = (

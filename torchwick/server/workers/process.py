@@ -100,6 +100,7 @@ class WorkerProcess:
         clock: Callable[[], float],
         sleep: Callable[[float], Awaitable[Any]],
         on_timings: TimingsHandler | None = None,
+        on_loaded: Callable[[str, float], None] | None = None,
     ) -> None:
         self.worker_id = worker_id
         self.name = name
@@ -122,6 +123,7 @@ class WorkerProcess:
         self._tasks: list[asyncio.Task[Any]] = []
         self._batch_seq = 0
         self._on_timings = on_timings
+        self._on_loaded = on_loaded
         loop = asyncio.get_running_loop()
         self.exited: asyncio.Future[int] = loop.create_future()
         self.channel = WorkerChannel(
@@ -151,6 +153,7 @@ class WorkerProcess:
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
+        started = loop.time()
         try:
             await self._spawn(deadline)
             future = self.channel.start(encode_load(self.spec), 0, Kind.LOAD_RESULT)
@@ -173,6 +176,9 @@ class WorkerProcess:
             self.kill("load failed")
             raise LoadFailedError(status, message or "Model load failed")
         self.status = WorkerStatus.READY
+        if self._on_loaded is not None:
+            # TorchServe's WorkerLoadTime: spawn, connect and model load.
+            self._on_loaded(self.name, loop.time() - started)
         self._tasks.append(asyncio.create_task(self._heartbeat(), name=f"{self.name}-heartbeat"))
 
     async def _spawn(self, deadline: float) -> None:

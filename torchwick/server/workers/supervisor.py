@@ -66,7 +66,8 @@ class WorkerSupervisor:
     ``gpu_count``/``cpu_count``/``environ`` override detection (for tests); ``clock`` and
     ``sleep`` drive heartbeats and restart backoff. ``on_metrics`` receives handler metrics
     (the default logs them at DEBUG); ``on_timings`` gives each worker its version's
-    handler of the per-batch phase times (none: not measured). Server-wide supervision
+    handler of the per-batch phase times (none: not measured); ``on_loaded`` receives each
+    worker's name and seconds from spawn to loaded model. Server-wide supervision
     policy for every pool: restarts follow ``backoff``; a pool gives up after
     ``max_load_failures`` consecutive failed loads; a stopped worker gets ``stop_grace_s``
     to exit before it is killed.
@@ -86,6 +87,7 @@ class WorkerSupervisor:
         environ: Mapping[str, str] | None = None,
         on_metrics: MetricSink | None = None,
         on_timings: TimingsSink | None = None,
+        on_loaded: Callable[[str, float], None] | None = None,
     ) -> None:
         self.settings = settings
         self._clock = clock
@@ -98,6 +100,7 @@ class WorkerSupervisor:
         self._environ = environ
         self._on_metrics = on_metrics or _log_metrics
         self._on_timings = on_timings
+        self._on_loaded = on_loaded
         self._next_id = FIRST_WORKER_ID
         self._pools: dict[str, WorkerPool] = {}
         self._live_slots = 0
@@ -219,6 +222,7 @@ class WorkerSupervisor:
                 spec.model_name, spec.model_version, records
             ),
             on_timings=self._timings_of(spec),
+            on_loaded=self._on_loaded,
             clock=self._clock,
             sleep=self._sleep,
         )
