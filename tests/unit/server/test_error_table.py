@@ -98,7 +98,9 @@ def test_rest_answers_each_error_with_its_status_and_json(
         (599, "InternalError", "INTERNAL"),
     ],
 )
-def test_bare_statuses_resolve_through_the_same_table(http: int, kind: str, grpc_code: str) -> None:
+def test_bare_statuses_resolve_through_the_same_table(
+    http: int, kind: str, grpc_code: str
+) -> None:
     assert error_class_for_http(http).__name__ == kind
     assert status_for_http(http).http_status == http
     assert grpc_code_for_http(http) == grpc_code
