@@ -24,11 +24,15 @@ def run(batch: int, requests: int, mode: str) -> float:
     metrics = FrontendMetrics("bench", mode=mode)
     series = metrics.phases.series("mlp", "1.0") if metrics.phases is not None else None
     timings = BatchTimings(0.0001, 0.0003, 0.00005, 0.00002, 0.0005)
+    # The data plane's per-request lookup of the version's observer.
+    observers = {("mlp", "1.0"): series}
     started = time.perf_counter()
     for index in range(requests):
         metrics.count_response(200)
         metrics.observe_inference("mlp", None, 450)
         if series is not None:
+            observer = observers.get(("mlp", "1.0"))
+            assert observer is series
             series.request(0.00045)
             series.queue_wait(0.00003)
             if index % batch == 0:
