@@ -1,21 +1,28 @@
-"""Render the dashboard's main panels with matplotlib from a real server's /metrics.
+"""Render the dashboard's panels with matplotlib from a real server, through Prometheus.
 
-Used for docs/images/observability-dashboard.png where no Prometheus + Grafana is at hand:
-it starts a real torchwick server (the test harness's ``running_server``) with a TorchScript
-MLP (``batchSize`` 8), drives bounded traffic at rising concurrency from threads on
-loopback, scrapes ``/metrics`` every ``--step`` seconds, and computes what the PromQL of
-``grafana-dashboard.json`` would: rates from counter deltas and ``histogram_quantile`` from
-bucket deltas (linear interpolation inside the bucket, as Prometheus does).
+Used for docs/images/observability-dashboard.png where Grafana is not at hand: it starts a
+real torchwick server (the test harness's ``running_server``) with a TorchScript MLP
+(``batchSize`` 8), a real Prometheus (``--prometheus``, e.g. Debian's ``/usr/bin/prometheus``)
+scraping its ``/metrics`` every second, drives bounded loopback traffic at rising
+concurrency, then evaluates every query of ``grafana-dashboard.json`` with Prometheus'
+``query_range`` API (``$model`` as ``.*``, ``$__rate_interval`` as ``--rate``) and draws the
+panels. A query that returns no series is listed (the GPU panel has none without a GPU).
+Without ``--prometheus`` it computes rates and ``histogram_quantile`` itself from its own
+scrapes (same interpolation as Prometheus) for four of the panels.
 Needs matplotlib (not a torchwick dependency). Run from the repository root::
 
-    python deploy/observability/render_panels.py --out docs/images/observability-dashboard.png
+    python deploy/observability/render_panels.py --prometheus /usr/bin/prometheus \
+        --out docs/images/observability-dashboard.png
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import math
+import socket
+import subprocess
 import sys
 import tempfile
 import threading
@@ -98,10 +105,106 @@ def drive(url: str, stop: threading.Event, concurrency: list[int]) -> None:
         thread.join()
 
 
+DASHBOARD = Path(__file__).with_name("grafana-dashboard.json")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_prometheus(
+    binary: str, target: str, workdir: Path
+) -> tuple[subprocess.Popen[bytes], str]:
+    """A Prometheus scraping ``target`` (host:port) every second; returns it and its URL."""
+    config = workdir / "prometheus.yml"
+    config.write_text(
+        "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
+        "scrape_configs:\n"
+        f"  - job_name: torchwick\n    static_configs: [{{targets: ['{target}']}}]\n"
+    )
+    port = _free_port()
+    log = open(workdir / "prometheus.log", "wb")  # noqa: SIM115 - lives as long as the process
+    process = subprocess.Popen(
+        [binary, f"--config.file={config}", f"--storage.tsdb.path={workdir / 'tsdb'}",
+         f"--web.listen-address=127.0.0.1:{port}"],
+        stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/-/ready", timeout=2).status_code == 200:
+                return process, url
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    process.kill()
+    raise RuntimeError("Prometheus did not become ready")
+
+
+def query_panels(url: str, start: float, end: float, rate_window: str) -> list[dict[str, object]]:
+    """Every dashboard panel with each query's series from Prometheus' query_range."""
+    dashboard = json.loads(DASHBOARD.read_text())
+    panels = []
+    for panel in dashboard["panels"]:
+        lines = []
+        for target in panel["targets"]:
+            expr = target["expr"].replace("$model", ".*").replace("$__rate_interval", rate_window)
+            answer = httpx.get(
+                f"{url}/api/v1/query_range",
+                params={"query": expr, "start": start, "end": end, "step": 1},
+                timeout=30,
+            ).json()
+            if answer.get("status") != "success":
+                raise RuntimeError(f"query failed: {expr}: {answer}")
+            for series in answer["data"]["result"]:
+                legend = target["legendFormat"]
+                for key, value in series["metric"].items():
+                    legend = legend.replace("{{" + key + "}}", value)
+                points = [(float(t) - start, float(v)) for t, v in series["values"]]
+                lines.append((legend, points))
+            if not answer["data"]["result"]:
+                print(f"no series: {panel['title']}: {expr}")
+        panels.append({"title": panel["title"], "unit": panel["fieldConfig"]["defaults"]["unit"],
+                       "lines": lines})  # fmt: skip
+    return panels
+
+
+def draw_prometheus(panels: list[dict[str, object]], out: Path, title: str) -> None:
+    import matplotlib.pyplot as plt
+
+    scale = {"s": (1e3, "ms"), "bytes": (1 / 2**20, "MiB")}
+    rows = (len(panels) + 2) // 3
+    fig, axes = plt.subplots(rows, 3, figsize=(18, 3.6 * rows))
+    fig.suptitle(title)
+    for ax, panel in zip(axes.flat, panels, strict=False):
+        factor, unit = scale.get(str(panel["unit"]), (1.0, str(panel["unit"])))
+        lines = panel["lines"]
+        assert isinstance(lines, list)
+        for legend, points in lines:
+            values = [v * factor if not math.isnan(v) else v for _, v in points]
+            ax.plot([t for t, _ in points], values, label=legend)
+        ax.set_title(f"{panel['title']} [{unit}]" if lines else f"{panel['title']} (no data)")
+        ax.grid(alpha=0.3)
+        if lines:
+            ax.legend(loc="upper left", fontsize=7)
+    for ax in list(axes.flat)[len(panels) :]:
+        ax.axis("off")
+    for ax in list(axes.flat)[: len(panels)]:
+        ax.set_xlabel("seconds since the traffic started", fontsize=8)
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=80)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--step", type=float, default=2.0)
+    parser.add_argument("--prometheus", help="a Prometheus binary to evaluate the dashboard")
+    parser.add_argument("--rate", default="5s", help="what $__rate_interval stands for")
     args = parser.parse_args()
     import matplotlib
 
@@ -127,6 +230,12 @@ def main() -> None:
         load_models="mlp.mar", disable_token_auth=True, config={"metric_time_interval": "2"}
     )
     with running_server(root, options) as server:
+        prometheus = None
+        if args.prometheus:
+            target = server.metrics_url.split("//", 1)[1]
+            prometheus, prom_url = start_prometheus(args.prometheus, target, root)
+            time.sleep(2)  # let a first scrape happen before traffic starts
+        began = time.time()
         stop = threading.Event()
         levels = [1, 2, 4, 8]
         driver = threading.Thread(
@@ -138,6 +247,20 @@ def main() -> None:
             time.sleep(args.step)
             scrapes.append((time.monotonic(), scrape(server.metrics_url)))
         driver.join()
+        if prometheus is not None:
+            time.sleep(3)  # the last scrapes
+            try:
+                panels = query_panels(prom_url, began, time.time(), args.rate)
+            finally:
+                prometheus.terminate()
+                prometheus.wait(30)
+            title = (
+                "grafana-dashboard.json's queries evaluated by a real Prometheus over a real "
+                "torchwick run: MLP (batchSize 8), concurrency 1 -> 2 -> 4 -> 8, 6 s each"
+            )
+            draw_prometheus(panels, args.out, title)
+            print(f"wrote {args.out} from Prometheus")
+            return
     t0 = scrapes[0][0]
     xs, panels = [], defaultdict(list)
     for (t1, s1), (t2, s2) in itertools.pairwise(scrapes):
