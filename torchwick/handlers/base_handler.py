@@ -323,15 +323,26 @@ class BaseHandler:
             return [resolve(self.describe_handle())]
         self._rejected = {}
         self._accepted = list(range(len(data)))
+        # Phase times for the server's histograms (sent in the answer frame, never logged).
+        phases = _phase_slots(context)
         pre = resolve(self.preprocess(data))
+        phases[0] = time.perf_counter() - started
         if not self._accepted:
             output: list[Any] = []
         elif self._is_explain():
             output = resolve(self.explain_handle(pre, data))
         else:
-            output = self._per_group(
-                pre, lambda x, _pos: resolve(self.postprocess(resolve(self.inference(x))))
-            )
+
+            def run(x: Any, _pos: list[int]) -> list[Any]:
+                mark = time.perf_counter()
+                inferred = resolve(self.inference(x))
+                done = time.perf_counter()
+                result: list[Any] = resolve(self.postprocess(inferred))
+                phases[1] = max(phases[1], 0.0) + done - mark
+                phases[2] = max(phases[2], 0.0) + time.perf_counter() - done
+                return result
+
+            output = self._per_group(pre, run)
         return self._finish(output, len(data), context, started)
 
     async def _handle_async(
@@ -341,7 +352,9 @@ class BaseHandler:
             return [await _awaited(self.describe_handle())]
         self._rejected = {}
         self._accepted = list(range(len(data)))
+        phases = _phase_slots(context)
         pre = await _awaited(self.preprocess(data))
+        phases[0] = time.perf_counter() - started
         if not self._accepted:
             output: list[Any] = []
         elif self._is_explain():
@@ -349,8 +362,12 @@ class BaseHandler:
         else:
 
             async def run(x: Any, _pos: list[int]) -> list[Any]:
+                mark = time.perf_counter()
                 inferred = await _awaited(self.inference(x))
+                done = time.perf_counter()
                 result: list[Any] = await _awaited(self.postprocess(inferred))
+                phases[1] = max(phases[1], 0.0) + done - mark
+                phases[2] = max(phases[2], 0.0) + time.perf_counter() - done
                 return result
 
             output = await per_group_async(
@@ -450,3 +467,12 @@ async def _awaited(value: Any) -> Any:
     if inspect.isawaitable(value):
         return await value
     return value
+
+
+def _phase_slots(context: Any) -> list[float]:
+    """The context's ``phase_seconds`` reset for this batch; a throwaway list for a context
+    built by hand without it (TorchServe-style unit tests)."""
+    slots = [-1.0, -1.0, -1.0]
+    if isinstance(context, Context):
+        context.phase_seconds = slots
+    return slots

@@ -106,6 +106,9 @@ class Context:
         self._emit_intermediate = emit_intermediate
         # Which batch slots have streamed at least one intermediate response.
         self.streamed: set[int] = set()
+        #: Seconds of the current batch in preprocess, inference and postprocess, added up by
+        #: ``BaseHandler.handle`` (negative: not measured, e.g. a module-function handler).
+        self.phase_seconds: list[float] = [-1.0, -1.0, -1.0]
         # Read here, not at import time: TorchServe lets this variable rename the header.
         self._sequence_header = os.environ.get("TS_REQUEST_SEQUENCE_ID", SEQUENCE_ID_HEADER)
         self._metrics = metrics or MetricsCache(
@@ -144,6 +147,7 @@ class Context:
         self.request_processor = [RequestProcessor(h) for h in request_headers]
         self.stopping_criteria = None
         self.streamed = set()
+        self.phase_seconds = [-1.0, -1.0, -1.0]
 
     @property
     def request_ids(self) -> dict[int, str]:

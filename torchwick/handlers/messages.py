@@ -72,6 +72,27 @@ class MetricRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class BatchTimings:
+    """Seconds one batch spent in each phase inside the worker (the answer frame's timings).
+
+    ``preprocess``/``inference``/``postprocess`` are measured by ``BaseHandler.handle`` around
+    its steps; a handler that is not a ``BaseHandler`` (a module function) leaves them at
+    ``UNMEASURED``. ``encode`` is the time spent turning the handler's outputs into response
+    bodies; ``worker`` is the whole time the worker held the batch (decode to answer).
+    """
+
+    preprocess: float = -1.0
+    inference: float = -1.0
+    postprocess: float = -1.0
+    encode: float = -1.0
+    worker: float = -1.0
+
+
+#: The value of a ``BatchTimings`` field the worker did not measure.
+UNMEASURED = -1.0
+
+
+@dataclass(frozen=True, slots=True)
 class LoadSpec:
     """Everything a worker needs to load and serve one model version: the LOAD frame.
 

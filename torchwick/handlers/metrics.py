@@ -11,10 +11,11 @@ Dimensions follow TorchServe: a metric declared with ``add_metric_to_cache`` (or
 declared with; the ``add_*`` helpers append ``ModelName`` and ``Level=Model`` to the
 ``Dimension`` objects they are given, each only when it is not there already.
 
-Failure mode: an unknown unit, an unknown metric type or a non-numeric value raises
-``ValueError``/``TypeError`` in the handler (answered 500). As in TorchServe, an update whose
-number of dimension values does not match the metric's names, or a negative counter update,
-is logged as an error on ``torchwick.model`` and dropped; the request carries on.
+Failure mode: an unknown metric type or a non-numeric value raises ``ValueError``/
+``TypeError`` in the handler (answered 500). An update whose number of dimension values does
+not match the metric's names, a negative counter update (both as in TorchServe), a metric name
+that is not a valid Prometheus name, or a unit ``add_time``/``add_size`` do not know is
+logged as an error on ``torchwick.model`` (the model log) and dropped; the request carries on.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from __future__ import annotations
 import enum
 import logging
 import math
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -43,6 +45,8 @@ _TIME_UNITS = ("ms", "s")
 _SIZE_UNITS = ("MB", "kB", "GB", "B")
 DEFAULT_DIMENSION_NAMES = ("ModelName", "Level")
 logger = logging.getLogger("torchwick.model")
+#: Prometheus' metric name rule: a name outside it could not be exported.
+_VALID_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
 
 
 class MetricTypes(enum.Enum):
@@ -119,6 +123,13 @@ class CachingMetric:
     ) -> None:
         """Emit ``value`` with one value per dimension name (else logged and dropped)."""
         number = _number(value)
+        if not _VALID_NAME.fullmatch(self.metric_name):
+            logger.error(
+                "[METRICS]Failed to update metric %r: not a valid metric name "
+                "([a-zA-Z_:][a-zA-Z0-9_:]*)",
+                self.metric_name,
+            )
+            return
         values = [str(v) for v in (dimension_values or [])]
         if len(values) != len(self.dimension_names):
             logger.error(
@@ -252,7 +263,9 @@ class MetricsCache:
     ) -> None:
         """A duration in ``ms`` or ``s``."""
         if unit not in _TIME_UNITS:
-            raise ValueError(f"time unit must be one of {_TIME_UNITS}, got {unit!r}")
+            logger.error("[METRICS]Failed to update metric %s: time unit %r is not one of %s",
+                         name, unit, _TIME_UNITS)  # fmt: skip
+            return
         self.add_metric(name, value, unit, idx, dimensions, metric_type)
 
     def add_size(  # noqa: PLR0917 - TorchServe's positional signature
@@ -266,7 +279,9 @@ class MetricsCache:
     ) -> None:
         """A size in ``MB``, ``kB``, ``GB`` or ``B``."""
         if unit not in _SIZE_UNITS:
-            raise ValueError(f"size unit must be one of {_SIZE_UNITS}, got {unit!r}")
+            logger.error("[METRICS]Failed to update metric %s: size unit %r is not one of %s",
+                         name, unit, _SIZE_UNITS)  # fmt: skip
+            return
         self.add_metric(name, value, unit, idx, dimensions, metric_type)
 
     def add_percent(

@@ -34,7 +34,34 @@ from .metrics import MetricsCache, MetricTypes
 
 
 class MetricsConfigError(ValueError):
-    """The metrics configuration file cannot be used; the message names the file."""
+    """The metrics configuration file cannot be used; the message names the file (and the
+    line, where the problem is inside it)."""
+
+
+class _Lined(dict[Any, Any]):
+    """A YAML mapping that remembers the line it started on (for error messages)."""
+
+    line = 0
+
+
+class _LineLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` whose mappings are ``_Lined``."""
+
+
+def _construct_lined(loader: yaml.SafeLoader, node: yaml.MappingNode) -> Any:
+    data = _Lined()
+    data.line = node.start_mark.line + 1
+    yield data
+    data.update(loader.construct_mapping(node))
+
+
+_LineLoader.add_constructor("tag:yaml.org,2002:map", _construct_lined)
+
+
+def _at(source: str, value: Any) -> str:
+    """``file`` or ``file (line N)`` for a value read from it."""
+    line = getattr(value, "line", 0)
+    return f"{source} (line {line})" if line else source
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +72,8 @@ class MetricSpec:
     unit: str | None
     dimensions: tuple[str, ...]
     metric_type: MetricTypes
+    #: Where it is declared in its file (0: not from a file).
+    line: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,38 +108,40 @@ def _section(value: Any, key: str, source: str) -> tuple[MetricSpec, ...]:
         return ()
     if not isinstance(value, dict):
         raise MetricsConfigError(f"{source}: '{key}' must map metric types to lists")
+    parent = value
     specs: list[MetricSpec] = []
     for type_name, entries in value.items():
         try:
             kind = MetricTypes(str(type_name))
         except ValueError:
             raise MetricsConfigError(
-                f"{source}: {key}.{type_name}: unknown metric type "
+                f"{_at(source, parent)}: {key}.{type_name}: unknown metric type "
                 "(use counter, gauge or histogram)"
             ) from None
         if not isinstance(entries, list):
-            raise MetricsConfigError(f"{source}: {key}.{type_name} must be a list")
+            raise MetricsConfigError(f"{_at(source, parent)}: {key}.{type_name} must be a list")
         for index, entry in enumerate(entries):
             where = f"{key}.{type_name}[{index}]"
             if not isinstance(entry, dict):
-                raise MetricsConfigError(f"{source}: {where} must be a mapping")
+                raise MetricsConfigError(f"{_at(source, parent)}: {where} must be a mapping")
+            here = _at(source, entry)
             missing = [k for k in ("name", "unit", "dimensions") if k not in entry]
             if missing:
-                raise MetricsConfigError(f"{source}: {where} has no {', '.join(missing)}")
+                raise MetricsConfigError(f"{here}: {where} has no {', '.join(missing)}")
             name, unit = entry["name"], entry["unit"]
             if not isinstance(name, str) or not name.strip():
-                raise MetricsConfigError(f"{source}: {where}.name must be non-empty text")
+                raise MetricsConfigError(f"{here}: {where}.name must be non-empty text")
             if unit is not None and not isinstance(unit, str):
-                raise MetricsConfigError(f"{source}: {where}.unit must be text")
-            dims = _names(entry["dimensions"], f"{where}.dimensions", source)
-            specs.append(MetricSpec(name, unit, dims, kind))
+                raise MetricsConfigError(f"{here}: {where}.unit must be text")
+            dims = _names(entry["dimensions"], f"{where}.dimensions", here)
+            specs.append(MetricSpec(name, unit, dims, kind, getattr(entry, "line", 0)))
     return tuple(specs)
 
 
 def parse_metrics_config(text: str, source: str) -> MetricsConfig:
     """Parse the YAML ``text`` of the file called ``source`` (used in error messages)."""
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=_LineLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f" (line {mark.line + 1})" if mark is not None else ""

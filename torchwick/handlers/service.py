@@ -53,7 +53,7 @@ from .errors import (
     last_traceback_line,
 )
 from .loader import EntryPoint, resolve_entry_point
-from .messages import LoadSpec, MetricRecord, PredictRequest, PredictResponse
+from .messages import BatchTimings, LoadSpec, MetricRecord, PredictRequest, PredictResponse
 from .metrics_config import MetricsConfigError, load_metrics_config, preregister
 from .oip_answers import OIP_MARKER, DecodeError, declared_outputs, kservev2_document, tensor_answer
 from .redact import redact_paths
@@ -91,6 +91,9 @@ class ModelService:
         self.entry = entry
         self.envelope = envelope
         self._declared = declared_outputs(spec.model_yaml_config)
+        #: The phase times of the last batch ``predict`` ran (``worker`` is the worker's to
+        #: fill in); reset to unmeasured at the start of every batch.
+        self.last_timings = BatchTimings()
 
     @classmethod
     def load(
@@ -154,6 +157,7 @@ class ModelService:
         A request whose input cannot be decoded (an OIP tensor whose bytes do not fit its
         shape, JSON nested deeper than ``max_json_depth``) is answered 400 on its own; the
         rest of the batch runs."""
+        self.last_timings = BatchTimings()
         if not batch:
             return []
         failed: dict[str, PredictResponse] = {}
@@ -244,9 +248,14 @@ class ModelService:
             ]
         finally:
             self._emit_prediction_time(started)
+        encoding = time.perf_counter()
         if formatter is None:
-            return self._responses(ids, output)
-        return self._enveloped_responses(ids, len(rows), output, formatter)
+            responses = self._responses(ids, output)
+        else:
+            responses = self._enveloped_responses(ids, len(rows), output, formatter)
+        pre, inf, post = self.context.phase_seconds
+        self.last_timings = BatchTimings(pre, inf, post, time.perf_counter() - encoding)
+        return responses
 
     def describe(self, request: PredictRequest) -> PredictResponse:
         """The handler's ``describe_handle`` answer (TorchServe's ``?customized=true``)."""

@@ -26,6 +26,8 @@ import socket
 import time
 from dataclasses import dataclass, field
 
+from torchwick.handlers.metrics_config import MetricsConfigError
+
 from .api.assembly import RestApis
 from .api.connection_guard import ConnectionGuard, ConnectionLimits
 from .api.serving import ListenerError, RunningListener, open_listener, start_uvicorn
@@ -40,9 +42,12 @@ from .observability import (
     AccessLog,
     FrontendMetrics,
     ModelMetrics,
+    SystemMetrics,
+    build_frontend_metrics,
     install_server_log,
 )
 from .observability.limit_metrics import LimitMetrics
+from .observability.tracing import Tracing, build_tracing
 from .security.tokens import TokenAuthority
 from .settings import Settings
 from .snapshots import SnapshotWriter
@@ -123,12 +128,36 @@ class _Server:
             return 1
         loop = asyncio.get_running_loop()
         hostname = socket.gethostname()
+        try:
+            metrics = build_frontend_metrics(settings, hostname)
+        except MetricsConfigError as exc:
+            log.error("torchwick cannot start: metrics_config %s", exc)
+            return 1
         model_metrics = ModelMetrics(hostname, settings.log_location / MODEL_METRICS_FILE)
-        supervisor = WorkerSupervisor(settings, on_metrics=model_metrics.record)
-        metrics = FrontendMetrics(hostname)
-        plane = DataPlane(settings, supervisor, accounting=metrics)
+        supervisor = WorkerSupervisor(
+            settings,
+            on_metrics=model_metrics.record,
+            on_timings=metrics.worker_timings,
+            on_loaded=metrics.worker_loaded,
+        )
+        tracing = build_tracing(settings.enable_tracing)
+        plane = DataPlane(
+            settings, supervisor, accounting=metrics, phases=metrics.series, tracing=tracing
+        )
+        system = SystemMetrics(
+            hostname,
+            metrics.specs,
+            interval_s=float(settings.metric_time_interval),
+            enabled=not settings.disable_system_metrics,
+            ts_log=metrics.ts_log,
+            worker_memory=lambda: _worker_memory(supervisor),
+        )
         metrics.queue_source = plane.batcher_stats
-        metrics.registry.register(model_metrics)
+        if metrics.mode == "prometheus":
+            # TorchServe's log and legacy modes keep handler metrics out of /metrics (they
+            # are in model_metrics.log either way).
+            metrics.registry.register(model_metrics)
+            metrics.registry.register(system)
         metrics.registry.register(TrafficCollector(plane.traffic))
         self.snapshots = (
             SnapshotWriter(settings, plane.snapshot) if settings.snapshots_enabled else None
@@ -137,12 +166,19 @@ class _Server:
             plane.models_changed = self.snapshots.save
         self.limit_metrics = LimitMetrics(hostname, plane.batcher_stats)
         metrics.registry.register(self.limit_metrics)
-        access_log = AccessLog(settings.log_location / ACCESS_LOG_FILE)
-        parts = _Parts(plane, supervisor, tokens, access_log, model_metrics, plans)
+        access_log = AccessLog(
+            settings.log_location / ACCESS_LOG_FILE, json_lines=settings.log_format == "json"
+        )
+        parts = _Parts(
+            plane, supervisor, tokens, access_log, model_metrics, plans, metrics, system, tracing
+        )
         try:
             access_log.start(loop)
             if model_metrics.log is not None:
                 model_metrics.log.start(loop)
+            if metrics.ts_log is not None:
+                metrics.ts_log.file.start(loop)
+            system.start(loop)
             await self._listen(parts, metrics)
             await self._listen_grpc(parts, metrics)
         except (ListenerError, OSError) as exc:
@@ -264,6 +300,7 @@ class _Server:
         for plan in parts.plans:
             if plan.address.uds_path is not None and self.servers:
                 plan.address.uds_path.unlink(missing_ok=True)
+        await parts.system.close()
         for part in (parts.plane, parts.supervisor):
             try:
                 await part.close()
@@ -274,6 +311,10 @@ class _Server:
         parts.access_log.close()
         if parts.model_metrics.log is not None:
             parts.model_metrics.log.close()
+        if parts.metrics.ts_log is not None:
+            parts.metrics.ts_log.file.close()
+        if parts.tracing is not None:
+            parts.tracing.shutdown()
 
 
 @dataclass(frozen=True)
@@ -284,6 +325,19 @@ class _Parts:
     access_log: AccessLog
     model_metrics: ModelMetrics
     plans: list[ListenerPlan]
+    metrics: FrontendMetrics
+    system: SystemMetrics
+    tracing: Tracing | None
+
+
+def _worker_memory(supervisor: WorkerSupervisor) -> list[tuple[str, str, str, int]]:
+    """(model, version, worker id, resident bytes) of every running worker, for /metrics."""
+    rows = []
+    for pool in list(supervisor.pools.values()):
+        for info in pool.describe():
+            if info.pid is not None:
+                rows.append((pool.config.name, pool.config.version, info.id, info.memory_bytes))
+    return rows
 
 
 def _bound_address(address: ListenAddress, sock: socket.socket) -> str:

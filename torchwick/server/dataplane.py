@@ -10,7 +10,8 @@ version's batcher. Management calls (register, scale, unregister, set-default) l
 Accounting lives here, below the adapters, so REST, gRPC and the Open Inference Protocol count
 the same way: every inference call on a known model is counted with its latency from
 ``InferenceRequest.received_at`` (unknown names are client-chosen and never counted, so
-clients cannot mint series).
+clients cannot mint series). With ``phases``, the served version's phase histograms are fed:
+the request latency here, queue and batch timing in its batcher (``Batcher.observer``).
 
 Health: ``healthy()`` is False while some model's default version has fewer ready workers than
 its ``minWorkers`` and either its pool has given up (failed) or it has been short for longer
@@ -29,7 +30,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from torchwick.handlers.messages import PredictRequest, PredictResponse
 from torchwick.server.contracts import (
@@ -58,10 +59,14 @@ from torchwick.server.registry import (
 )
 from torchwick.server.registry.metadata import declared_platform, declared_tensors
 from torchwick.server.scheduling import BatcherStats, no_worker_message
+from torchwick.server.scheduling.batcher import BatchObserver
 from torchwick.server.settings import Settings
 from torchwick.server.traffic import TrafficEngine
 
 from .management import ModelManagement
+
+if TYPE_CHECKING:
+    from .observability.tracing import Tracing
 
 __all__ = ["DataPlane", "InferenceAccounting", "RegisterRequest"]
 
@@ -71,6 +76,18 @@ IntermediateResults = Callable[[InferenceResult], None]
 
 _EXPLAIN = ("explain", "True")
 _PREDICT = ("explain", "False")
+
+
+class VersionObserver(BatchObserver, Protocol):
+    """One version's phase histograms (``observability.phases.VersionSeries``)."""
+
+    def request(self, seconds: float, /) -> None:
+        """One inference call's arrival-to-answer time."""
+
+
+#: ``(model, version, variant) -> observer`` (``PhaseHistograms.series``); ``variant`` is ""
+#: until traffic policies route by variant.
+PhaseSource = Callable[[str, str, str], VersionObserver | None]
 
 
 class InferenceAccounting(Protocol):
@@ -121,6 +138,8 @@ class DataPlane(ModelManagement):
         cpu_count: int | None = None,
         monitor_interval_s: float = 1.0,
         accounting: InferenceAccounting | None = None,
+        phases: PhaseSource | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self._settings = settings
         self._pools = supervisor
@@ -131,6 +150,10 @@ class DataPlane(ModelManagement):
         self._monitor_interval = monitor_interval_s
         self._monitor: asyncio.Task[None] | None = None
         self._accounting = accounting
+        self._phases = phases
+        self._tracing = tracing
+        #: (model, version) -> its observer, also installed on the version's batcher.
+        self._observers: dict[tuple[str, str], VersionObserver] = {}
         self._startup_pending = True
         #: Traffic policies (docs/traffic.md); those in ``models=`` wait for their versions.
         self.traffic = TrafficEngine(self._registry, clock)
@@ -177,28 +200,66 @@ class DataPlane(ModelManagement):
         shadow = self.traffic.mirror(routed, predict)
         started_s = self._clock()
         response: PredictResponse | None = None
+        observer = None
+        if self._phases is not None:
+            observer = self._observers.get((entry.name, entry.version))
+            if observer is None or entry.batcher.observer is not observer:
+                observer = self._observe_version(entry)
+        tracing = self._tracing
+        trace = None
+        if tracing is not None:
+            entry.batcher.tracer = tracing
+            trace = tracing.start(
+                entry.name, request.request_id, request.metadata, request.received_at
+            )
         try:
-            response = await entry.batcher.infer(predict, sink)
+            if trace is None:
+                response = await entry.batcher.infer(predict, sink)
+            else:
+                response = await entry.batcher.infer(predict, sink, trace)
         except ServiceUnavailable:
             if version is None:
                 raise
             raise ServiceUnavailable(no_worker_message(model, version)) from None
         finally:
             latency_s = self._clock() - started_s
-            failure = _failure(response, sys.exc_info()[1])
+            raised = sys.exc_info()[1]
+            failure = _failure(response, raised)
             if failure is not None:
                 self.traffic.record(routed, failure, latency_s)
             if shadow is not None:
                 good = response is not None and response.status < 400
                 shadow.primary_done(response.body if good and response else None, latency_s)
-            if self._accounting is not None:
+            if tracing is not None and trace is not None:
+                if response is not None:
+                    status = response.status
+                elif isinstance(raised, TorchwickError):
+                    status = raised.status.http_status
+                else:
+                    status = 500
+                tracing.finish(trace, entry.version, status)
+            if self._accounting is not None or observer is not None:
                 started = request.received_at or 0.0
                 elapsed = time.perf_counter() - started if started else 0.0
-                self._accounting.observe_inference(model, version, int(elapsed * 1_000_000))
+                if self._accounting is not None:
+                    self._accounting.observe_inference(model, version, int(elapsed * 1_000_000))
+                if observer is not None:
+                    observer.request(elapsed)
         if response.status >= 400 and not response.body:
             error = error_class_for_http(response.status)
             raise error(response.reason or f"Inference failed with status {response.status}")
         return _result(response, entry)
+
+    def _observe_version(self, entry: ModelVersionEntry) -> VersionObserver | None:
+        # First request of a version (or of a re-registered one with a new batcher).
+        if self._phases is None:
+            return None
+        observer = self._phases(entry.name, entry.version, "")
+        if observer is None:
+            return None
+        self._observers[(entry.name, entry.version)] = observer
+        entry.batcher.observer = observer
+        return observer
 
     # ------------------------------------------------------------------------------ describe
     def describe(

@@ -82,6 +82,8 @@ class Settings:
     worker_heartbeat_s: float = 5.0
     log_location: Path = Path("logs")
     log_config: Path | None = None
+    #: ``text`` or ``json``: one JSON object per line in the server and access logs.
+    log_format: str = "text"
     #: ``False`` with ``--ncs``: no config snapshots are written or restored.
     snapshots_enabled: bool = True
     #: Set when the config came from a snapshot with ``model_snapshot``: the (name, archive)
@@ -111,8 +113,13 @@ class Settings:
     #: Where log-mode metric files go (env ``METRICS_LOCATION``).
     metrics_location: Path = Path("logs")
     disable_system_metrics: bool = False
+    #: OpenTelemetry spans per phase (needs the ``tracing`` extra; see observability/tracing).
+    enable_tracing: bool = False
     #: Seconds between system metric samples.
     metric_time_interval: int = 60
+    #: Latency histogram bucket bounds in seconds (None: 0.1 ms to 60 s, see
+    #: ``observability.phases.DEFAULT_LATENCY_BUCKETS``).
+    metrics_histogram_buckets: tuple[float, ...] | None = None
     #: Regex of environment variable names hidden from worker processes ("" hides none).
     blacklist_env_vars: str = ""
     # --- added by the model store hardening (issues 9 and 10) ---

@@ -42,6 +42,7 @@ from torchwick.server.errors import (
 
 from .responses import (
     CLIENT_GONE_KEY,
+    MODEL_KEY,
     REQUEST_ID_KEY,
     STARTED_KEY,
     Message,
@@ -85,6 +86,9 @@ class AccessRecorder(Protocol):
         version: str,
         status: int,
         ms: float,
+        request_id: str = "",
+        model: tuple[str, str] | None = None,
+        sent: int = 0,
     ) -> None:
         """Queue one line (formatting happens later, off the event loop)."""
 
@@ -137,15 +141,18 @@ class ServingMiddleware:
         added = ((b"x-request-id", request_id.encode("latin-1")), *self.fixed)
         status = 0
         inflight = self.inflight
+        sent = 0
 
         async def send_with_headers(message: Message) -> None:
-            nonlocal status
+            nonlocal status, sent
             if message["type"] == "http.response.start":
                 status = message["status"]
                 headers = message.get("headers")
                 message["headers"] = [*added, *headers] if headers else list(added)
                 if status == 503:
                     message["headers"].append(inflight.retry_after)
+            else:
+                sent += len(message.get("body", b""))
             await send(message)
 
         counted = False
@@ -191,4 +198,7 @@ class ServingMiddleware:
                 version=scope.get("http_version", "1.1"),
                 status=status,
                 ms=(time.perf_counter() - started) * 1000.0,
+                request_id=request_id,
+                model=scope.get(MODEL_KEY),
+                sent=sent,
             )

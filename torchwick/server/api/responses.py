@@ -33,6 +33,9 @@ REQUEST_ID_KEY = "torchwick.request_id"
 STARTED_KEY = "torchwick.started"
 #: Set by a route when its client left before an answer could be sent.
 CLIENT_GONE_KEY = "torchwick.client_gone"
+#: Set by the inference routes: ``(model, version)`` asked for, then the version that served
+#: (for the access log).
+MODEL_KEY = "torchwick.model"
 
 #: Sent on every response, JSON or not (TorchServe's NettyUtils does the same).
 NO_CACHE_HEADERS: tuple[tuple[bytes, bytes], ...] = (

@@ -40,6 +40,7 @@ from .inputs import parse_inputs
 from .responses import (
     CLIENT_GONE_KEY,
     JSON_CONTENT_TYPE,
+    MODEL_KEY,
     REQUEST_ID_KEY,
     STARTED_KEY,
     ClientDisconnected,
@@ -258,8 +259,10 @@ class _Infer:
         )
         stream = _Stream(send)
         watch = api.disconnects.watch(receive)
+        scope[MODEL_KEY] = (model, version or "")
         try:
             result = await api.plane.infer(model, version, request, on_intermediate=stream.push)
+            scope[MODEL_KEY] = (result.model_name, result.model_version)
         except asyncio.CancelledError:
             stream.abort()
             if not watch.disconnected:

@@ -53,6 +53,19 @@ def _parse_int(key: str, raw: str, minimum: int) -> int:
     return value
 
 
+def _buckets(key: str, raw: str, cwd: Path) -> tuple[float, ...]:
+    """Comma-separated histogram bounds in seconds, positive and strictly increasing."""
+    try:
+        bounds = tuple(float(part) for part in raw.split(",") if part.strip())
+    except ValueError:
+        raise ConfigError(f"{key}: expected comma-separated seconds, got {raw.strip()!r}") from None
+    if not bounds or any(b <= 0 for b in bounds) or list(bounds) != sorted(set(bounds)):
+        raise ConfigError(
+            f"{key}: bounds must be positive and strictly increasing: {raw.strip()!r}"
+        )
+    return bounds
+
+
 def _int(minimum: int) -> Converter:
     def convert(key: str, raw: str, cwd: Path) -> int:
         return _parse_int(key, raw, minimum)
@@ -181,6 +194,7 @@ KEYS: dict[str, KeySpec] = {
         "decode_input_request",
         "limit_max_image_pixels",
         "disable_system_metrics",
+        "enable_tracing",
     ),
     **_same(
         to_path,
@@ -206,6 +220,8 @@ KEYS: dict[str, KeySpec] = {
     **_same(_optional_text, "default_service_handler", "keystore_pass", "keystore_type"),
     **_same(_optional_text, "cors_allowed_origin", "cors_allowed_methods", "cors_allowed_headers"),
     "metrics_mode": KeySpec("metrics_mode", _choice("log", "prometheus", "legacy")),
+    "metrics_histogram_buckets": KeySpec("metrics_histogram_buckets", _buckets),
+    "log_format": KeySpec("log_format", _choice("text", "json")),
     "service_envelope": KeySpec(
         "service_envelope", _choice("body", "json", "kserve", "kservev2", optional=True)
     ),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import logging.config
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -40,7 +41,24 @@ def configure_logging(log_config: Path | None) -> None:
     try:
         logging.config.dictConfig(document)
     except (ValueError, TypeError, AttributeError, ImportError) as error:
-        raise ConfigError(f"--log-config {log_config}: cannot be applied ({error})") from None
+        where = _where(log_config, str(error))
+        raise ConfigError(f"--log-config {where}: cannot be applied ({error})") from None
+
+
+def _where(path: Path, message: str) -> str:
+    """``path (line N)`` for the first line of the file naming what dictConfig quoted in its
+    error (``Unable to configure handler 'console'``); just ``path`` when none does."""
+    names = re.findall(r"'([^']+)'", message)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return str(path)
+    for name in names:
+        pattern = re.compile(rf"""(^|[\s{{,])["']?{re.escape(name)}["']?\s*:""")
+        for number, line in enumerate(lines, start=1):
+            if pattern.search(line):
+                return f"{path} (line {number})"
+    return str(path)
 
 
 def _read_document(path: Path) -> dict[str, Any]:
@@ -52,7 +70,16 @@ def _read_document(path: Path) -> dict[str, Any]:
     try:
         text = path.read_text(encoding="utf-8")
         document = json.loads(text) if suffix == ".json" else yaml.safe_load(text)
-    except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError) as error:
+    except json.JSONDecodeError as error:
+        raise ConfigError(
+            f"--log-config {path} (line {error.lineno}): not valid JSON: {error.msg}"
+        ) from None
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        line = f" (line {mark.line + 1})" if mark is not None else ""
+        problem = getattr(error, "problem", None) or str(error)
+        raise ConfigError(f"--log-config {path}{line}: not valid YAML: {problem}") from None
+    except (OSError, UnicodeDecodeError, ValueError) as error:
         raise ConfigError(f"--log-config {path}: cannot be read ({error})") from None
     if not isinstance(document, dict):
         raise ConfigError(f"--log-config {path}: expected a mapping at the top level")

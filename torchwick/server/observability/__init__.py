@@ -6,6 +6,8 @@ from .exposition import render_text
 from .logs import ACCESS_LOG_FILE, SERVER_LOG_FILE, install_server_log, remove_server_log
 from .metrics import FrontendMetrics, ModelCounters
 from .model_metrics import MODEL_METRICS_FILE, ModelMetrics
+from .setup import build_frontend_metrics
+from .system import SystemMetrics
 
 __all__ = [
     "ACCESS_LOG_FILE",
@@ -16,6 +18,8 @@ __all__ = [
     "FrontendMetrics",
     "ModelCounters",
     "ModelMetrics",
+    "SystemMetrics",
+    "build_frontend_metrics",
     "install_server_log",
     "remove_server_log",
     "render_text",

@@ -22,7 +22,14 @@ def render_text(registry: Collector, names: Iterable[str] = ()) -> bytes:
     wanted = set(names)
     lines: list[str] = []
     for family in registry.collect():
-        samples = [s for s in family.samples if not wanted or s.name in wanted]
+        # ``_created`` (prometheus-client's creation stamps) is not in TorchServe's output and
+        # would read as a family of its own in the 0.0.4 text format.
+        samples = [
+            s
+            for s in family.samples
+            if (not wanted or s.name in wanted or family.name in wanted)
+            and not s.name.endswith("_created")
+        ]
         if wanted and not samples and family.name not in wanted:
             continue
         doc = family.documentation.replace("\\", r"\\").replace("\n", r"\n")

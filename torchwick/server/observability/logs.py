@@ -5,10 +5,13 @@ configure_logging``: stderr, or the user's ``--log-config``). ``install_server_l
 server log file on top, unless the user's own log config is in charge; when nothing set up
 logging (``serve`` called directly, e.g. from an embedding program), it also logs to stdout.
 uvicorn's loggers are made to propagate so that its messages land in the same places.
+With ``log_format=json`` both get one JSON object per line (``JsonFormatter``: ``time``,
+``level``, ``logger``, ``message`` and, for exceptions, ``exception``).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 
@@ -20,6 +23,21 @@ _FORMAT = "%(asctime)s %(levelname)s [%(name)s] %(message)s"
 _OWNED_ATTRIBUTE = "_torchwick_server_log"
 
 log = logging.getLogger(__name__)
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record (usable from a ``log_config`` dictConfig as ``()``)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        document = {
+            "time": self.formatTime(record),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            document["exception"] = self.formatException(record.exc_info)
+        return json.dumps(document, ensure_ascii=False)
 
 
 def install_server_log(settings: Settings) -> None:
@@ -46,7 +64,7 @@ def install_server_log(settings: Settings) -> None:
         handlers.append(logging.FileHandler(settings.log_location / SERVER_LOG_FILE))
     except OSError as exc:
         log.warning("cannot write %s under %s: %s", SERVER_LOG_FILE, settings.log_location, exc)
-    formatter = logging.Formatter(_FORMAT)
+    formatter = JsonFormatter() if settings.log_format == "json" else logging.Formatter(_FORMAT)
     for handler in handlers:
         handler.setFormatter(formatter)
         setattr(handler, _OWNED_ATTRIBUTE, True)

@@ -15,6 +15,8 @@ same family; nothing is dropped. Not thread-safe by design: only the event loop 
 
 from __future__ import annotations
 
+import logging
+import re
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -32,6 +34,11 @@ _KINDS = {"counter": "counter", "gauge": "gauge", "histogram": "summary"}
 _HELP = "Torchserve prometheus {kind} metric with unit: {unit}"
 
 SeriesKey = tuple[str, str, str, tuple[str, ...]]
+#: Prometheus' metric and label name rules: anything else would break the whole scrape.
+_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
+_LABEL = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+_UNIT = re.compile(r"[A-Za-z0-9_ /%-]*")
+logger = logging.getLogger("torchwick.model_metrics")
 LogEntry = tuple[float, str, MetricRecord]
 
 
@@ -50,6 +57,14 @@ class ModelMetrics(Collector):
         """Fold records from one worker of ``model``/``version`` into the series."""
         now = time.time()
         for record in records:
+            problem = _problem(record)
+            if problem is not None:
+                # Reported once per record and dropped; the request it came with is unaffected.
+                logger.warning(
+                    "model %s version %s: handler metric %r dropped: %s",
+                    model, version, record.name, problem,
+                )  # fmt: skip
+                continue
             kind = record.metric_type.lower()
             if kind not in _KINDS:
                 kind = "gauge"
@@ -96,3 +111,15 @@ class ModelMetrics(Collector):
                 f"|#hostname:{hostname},timestamp:{int(stamp)}{tail}\n"
             )
         return "".join(lines)
+
+
+def _problem(record: MetricRecord) -> str | None:
+    """Why a record cannot be exported, or None."""
+    if not _NAME.fullmatch(record.name):
+        return "the name is not a valid Prometheus metric name ([a-zA-Z_:][a-zA-Z0-9_:]*)"
+    if not _UNIT.fullmatch(record.unit):
+        return f"the unit {record.unit!r} has characters a metric log line cannot carry"
+    for name, _ in record.dimensions:
+        if not _LABEL.fullmatch(name) or name.startswith("__"):
+            return f"the dimension name {name!r} is not a valid label name"
+    return None

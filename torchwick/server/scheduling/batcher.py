@@ -20,11 +20,11 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
-from torchwick.handlers.messages import PredictRequest, PredictResponse
+from torchwick.handlers.messages import BatchTimings, PredictRequest, PredictResponse
 from torchwick.server.errors import (
     InternalError,
     QueueFull,
@@ -57,6 +57,21 @@ def no_worker_message(model: str, version: str | None = None) -> str:
     )
 
 
+class BatchObserver(Protocol):
+    """Receives queue timing as batches form (``observability.phases.VersionSeries``)."""
+
+    #: The worker's phase times of the version's last batch (set by the worker channel
+    #: right before ``run_batch`` returns, so ``_execute`` reads its own batch's).
+    last_timings: BatchTimings | None
+
+    def queue_wait(self, seconds: float, /) -> None:
+        """One request's time from enqueue to batch formation."""
+
+    def batch_formed(self, size: int, limit: int, formation_s: float) -> None:
+        """A batch of ``size`` (at most ``limit``) formed; its oldest request waited
+        ``formation_s``."""
+
+
 @dataclass(frozen=True, slots=True)
 class BatcherStats:
     """Counters since the batcher started; ``queue_time_s`` sums every dispatched request's
@@ -74,10 +89,24 @@ class BatcherStats:
     crash_looping: bool = False
 
 
-class _Job:
-    """One queued request: its future, optional stream sink, enqueue time and state."""
+class BatchTracer(Protocol):
+    """Adds each traced request's batch phases (``observability.tracing.Tracing``)."""
 
-    __slots__ = ("enqueued_at", "future", "request", "sink", "state")
+    def batch(
+        self,
+        traces: Sequence[tuple[Any, float, float]],
+        sent_at: float,
+        done_at: float,
+        timings: BatchTimings | None,
+    ) -> None:
+        """``(trace, enqueued_at, formed_at)`` per traced request of one finished batch."""
+
+
+class _Job:
+    """One queued request: its future, optional stream sink, enqueue time and state, and its
+    trace (None unless tracing is on)."""
+
+    __slots__ = ("enqueued_at", "formed_at", "future", "request", "sink", "state", "trace")
 
     def __init__(
         self,
@@ -85,12 +114,15 @@ class _Job:
         future: asyncio.Future[PredictResponse],
         sink: IntermediateSink | None,
         enqueued_at: float,
+        trace: Any = None,
     ) -> None:
         self.request = request
         self.future = future
         self.sink = sink
         self.enqueued_at = enqueued_at
         self.state = _QUEUED
+        self.trace = trace
+        self.formed_at = 0.0
 
 
 class Batcher:
@@ -140,6 +172,10 @@ class Batcher:
         self._rejected = 0
         self._dropped = 0
         self._queue_time = 0.0
+        #: Set by the data plane when metrics are on; read once per batch, never per request.
+        self.observer: BatchObserver | None = None
+        #: Set by the data plane when tracing is on.
+        self.tracer: BatchTracer | None = None
 
     # ----------------------------------------------------------------------------- lifecycle
     def start(self) -> None:
@@ -216,7 +252,10 @@ class Batcher:
 
     # ----------------------------------------------------------------------------- hot path
     async def infer(
-        self, request: PredictRequest, on_intermediate: IntermediateSink | None = None
+        self,
+        request: PredictRequest,
+        on_intermediate: IntermediateSink | None = None,
+        trace: Any = None,
     ) -> PredictResponse:
         """Queue ``request`` and wait for its final response.
 
@@ -238,7 +277,7 @@ class Batcher:
         loop = self._loop
         if loop is None:
             raise RuntimeError("Batcher.start() was not called")
-        job = _Job(request, loop.create_future(), on_intermediate, self._clock())
+        job = _Job(request, loop.create_future(), on_intermediate, self._clock(), trace)
         queue.append(job)
         waiter = self._wakeup
         if waiter is not None and not waiter.done():
@@ -273,6 +312,7 @@ class Batcher:
         now = self._clock()
         waited = 0.0
         expiry = self._queue_timeout
+        observer = self.observer
         while queue and len(batch) < limit:
             job = queue.popleft()
             if job.future.done():
@@ -291,12 +331,18 @@ class Batcher:
                     )
                 )
                 continue
-            waited += now - job.enqueued_at
+            job.formed_at = now
+            wait = now - job.enqueued_at
+            waited += wait
+            if observer is not None:
+                observer.queue_wait(wait)
             batch.append(job)
         if batch:
             self._requests += len(batch)
             self._batches += 1
             self._queue_time += waited
+            if observer is not None:
+                observer.batch_formed(len(batch), limit, now - batch[0].enqueued_at)
         return batch
 
     async def _dispatch(self) -> None:
@@ -344,8 +390,17 @@ class Batcher:
             if job.sink is not None:
                 sink = _stream_router(batch)
                 break
+        sent_at = self._clock()
         try:
             responses = await self._pool.run_batch(lease, requests, sink)
+            tracer = self.tracer
+            if tracer is not None:
+                # Synchronous with run_batch's return: last_timings is this batch's.
+                traced = [(j.trace, j.enqueued_at, j.formed_at) for j in batch if j.trace]
+                observer = self.observer
+                timings = observer.last_timings if observer is not None else None
+                if traced:
+                    tracer.batch(traced, sent_at, self._clock(), timings)
         except TorchwickError as error:
             _fail(batch, error)
             return

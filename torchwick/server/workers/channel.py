@@ -20,7 +20,7 @@ import logging
 from collections.abc import Callable
 from typing import Any, cast
 
-from torchwick.handlers.messages import MetricRecord, PredictResponse
+from torchwick.handlers.messages import BatchTimings, MetricRecord, PredictResponse
 from torchwick.server.errors import InternalError, WorkerDied
 
 from .ipc import (
@@ -29,6 +29,7 @@ from .ipc import (
     FrameTooLargeError,
     Kind,
     ProtocolError,
+    decode_answer,
     decode_hello,
     decode_load_result,
     decode_metrics,
@@ -89,6 +90,8 @@ class WorkerChannel(asyncio.BufferedProtocol):
         self.last_seen = clock()
         self._op: _Op | None = None
         self._ping_seq = 0
+        #: The worker's phase times from the last answer frame (None: it sent none).
+        self.last_timings: BatchTimings | None = None
 
     # ---- asyncio.BufferedProtocol ----------------------------------------------------------
 
@@ -175,7 +178,7 @@ class WorkerChannel(asyncio.BufferedProtocol):
             return
         if kind in (Kind.PREDICT_RESULT, Kind.DESCRIBE_RESULT):
             self.outstanding -= 1
-            batch_id, responses = decode_responses(header, payload)
+            batch_id, responses, self.last_timings = decode_answer(header, payload)
             self._resolve(kind, batch_id, responses)
         elif kind == Kind.INTERMEDIATE:
             batch_id, responses = decode_responses(header, payload)

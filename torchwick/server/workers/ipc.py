@@ -27,6 +27,7 @@ from typing import Any, Final
 import msgpack
 
 from torchwick.handlers.messages import (
+    BatchTimings,
     InputParameter,
     LoadSpec,
     MetricRecord,
@@ -57,7 +58,7 @@ class Kind(IntEnum):
     LOAD = 2  # F->W LoadSpec fields
     LOAD_RESULT = 3  # W->F (status, message)
     PREDICT = 4  # F->W (batch_id, requests) + parameter values
-    PREDICT_RESULT = 5  # W->F (batch_id, responses) + bodies
+    PREDICT_RESULT = 5  # W->F (batch_id, responses[, timings]) + bodies
     INTERMEDIATE = 6  # W->F (batch_id, responses) + bodies: streamed chunks
     DESCRIBE = 7  # F->W like PREDICT with one request
     DESCRIBE_RESULT = 8  # W->F like PREDICT_RESULT with one response
@@ -245,8 +246,18 @@ def decode_requests(header: Buffer, payload: Buffer) -> tuple[int, list[PredictR
 # ---- predict / describe / intermediate: responses -----------------------------------------------
 
 
-def encode_responses(kind: Kind, batch_id: int, responses: Sequence[PredictResponse]) -> Buffers:
-    """A PREDICT_RESULT, DESCRIBE_RESULT or INTERMEDIATE frame; bodies are payload buffers."""
+def encode_responses(
+    kind: Kind,
+    batch_id: int,
+    responses: Sequence[PredictResponse],
+    timings: BatchTimings | None = None,
+) -> Buffers:
+    """A PREDICT_RESULT, DESCRIBE_RESULT or INTERMEDIATE frame; bodies are payload buffers.
+
+    ``timings`` (answer frames only) become a third header element, the five phase seconds in
+    ``BatchTimings`` field order; a header without it (an older worker) decodes the same way
+    with no timings, so the field is compatible in both directions.
+    """
     items = []
     bodies: list[Buffer] = []
     size = 0
@@ -257,7 +268,11 @@ def encode_responses(kind: Kind, batch_id: int, responses: Sequence[PredictRespo
         )
         bodies.append(body)
         size += len(body)
-    return _frame(kind, (batch_id, items), bodies, size)
+    if timings is None:
+        return _frame(kind, (batch_id, items), bodies, size)
+    t = timings
+    phases = (t.preprocess, t.inference, t.postprocess, t.encode, t.worker)
+    return _frame(kind, (batch_id, items, phases), bodies, size)
 
 
 def _is_header_pairs(headers: object) -> bool:
@@ -273,8 +288,33 @@ def _is_header_pairs(headers: object) -> bool:
 
 def decode_responses(header: Buffer, payload: Buffer) -> tuple[int, list[PredictResponse]]:
     """``(batch_id, responses)``; each field is type-checked because handler code is untrusted."""
+    batch_id, responses, _ = decode_answer(header, payload)
+    return batch_id, responses
+
+
+def _timings(value: object) -> BatchTimings | None:
+    # Advisory numbers: a malformed timings element is ignored, never a protocol error.
+    if type(value) is not tuple or len(value) != len(_TIMING_FIELDS):
+        return None
+    if not all(type(v) in (int, float) for v in value):
+        return None
+    return BatchTimings(*(float(v) for v in value))
+
+
+_TIMING_FIELDS: Final = tuple(f.name for f in fields(BatchTimings))
+
+
+def decode_answer(
+    header: Buffer, payload: Buffer
+) -> tuple[int, list[PredictResponse], BatchTimings | None]:
+    """``(batch_id, responses, timings)``; ``timings`` is None when the frame has none."""
+    timings = None
     try:
-        batch_id, items = _unpack(header)
+        head = _unpack(header)
+        if type(head) is tuple and len(head) == 3:
+            timings = _timings(head[2])
+            head = head[:2]
+        batch_id, items = head
         responses = []
         offset = 0
         for request_id, status, reason, content_type, headers, size, final in items:
@@ -299,7 +339,7 @@ def decode_responses(header: Buffer, payload: Buffer) -> tuple[int, list[Predict
         raise ProtocolError(f"malformed response frame: {exc}") from exc
     if type(batch_id) is not int or offset != len(payload):
         raise ProtocolError("response frame lengths do not add up to its payload")
-    return batch_id, responses
+    return batch_id, responses, timings
 
 
 # ---- metrics ------------------------------------------------------------------------------------

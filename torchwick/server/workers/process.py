@@ -29,18 +29,22 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from torchwick.handlers.messages import LoadSpec, PredictRequest, PredictResponse
+from torchwick.handlers.messages import BatchTimings, LoadSpec, PredictRequest, PredictResponse
 from torchwick.server.errors import InternalError, ResponseTimeout
 
 from .channel import IntermediateHandler, MetricsHandler, WorkerChannel
 from .config import WorkerInfo, WorkerStatus
 from .ipc import Kind, encode_load, encode_requests, encode_shutdown
 from .model_log import ModelLog
+
+#: Receives the worker's ``BatchTimings`` of one batch and its round trip in seconds.
+TimingsHandler = Callable[[BatchTimings, float], None]
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +99,8 @@ class WorkerProcess:
         on_metrics: MetricsHandler,
         clock: Callable[[], float],
         sleep: Callable[[float], Awaitable[Any]],
+        on_timings: TimingsHandler | None = None,
+        on_loaded: Callable[[str, float], None] | None = None,
     ) -> None:
         self.worker_id = worker_id
         self.name = name
@@ -116,6 +122,8 @@ class WorkerProcess:
         self._proc: asyncio.subprocess.Process | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._batch_seq = 0
+        self._on_timings = on_timings
+        self._on_loaded = on_loaded
         loop = asyncio.get_running_loop()
         self.exited: asyncio.Future[int] = loop.create_future()
         self.channel = WorkerChannel(
@@ -145,6 +153,7 @@ class WorkerProcess:
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
+        started = loop.time()
         try:
             await self._spawn(deadline)
             future = self.channel.start(encode_load(self.spec), 0, Kind.LOAD_RESULT)
@@ -167,6 +176,9 @@ class WorkerProcess:
             self.kill("load failed")
             raise LoadFailedError(status, message or "Model load failed")
         self.status = WorkerStatus.READY
+        if self._on_loaded is not None:
+            # TorchServe's WorkerLoadTime: spawn, connect and model load.
+            self._on_loaded(self.name, loop.time() - started)
         self._tasks.append(asyncio.create_task(self._heartbeat(), name=f"{self.name}-heartbeat"))
 
     async def _spawn(self, deadline: float) -> None:
@@ -258,6 +270,7 @@ class WorkerProcess:
         batch_id = self._batch_seq
         expect = Kind.PREDICT_RESULT if kind is Kind.PREDICT else Kind.DESCRIBE_RESULT
         channel = self.channel
+        sent = time.perf_counter()
         future = channel.start(
             encode_requests(kind, batch_id, batch), batch_id, expect, on_intermediate
         )
@@ -267,6 +280,10 @@ class WorkerProcess:
         finally:
             timer.cancel()
             channel.finish(future)
+        timings = channel.last_timings
+        if timings is not None and self._on_timings is not None:
+            # Round trip minus the worker's own time: encoding, the socket both ways, decoding.
+            self._on_timings(timings, time.perf_counter() - sent)
         if len(responses) != len(batch):
             raise InternalError(
                 f"Worker {self.name} answered {len(responses)} responses for {len(batch)} requests"

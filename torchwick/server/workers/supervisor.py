@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import torchwick
-from torchwick.handlers.messages import MetricRecord
+from torchwick.handlers.messages import LoadSpec, MetricRecord
 from torchwick.server.model_version import ModelVersionConfig
 from torchwick.server.settings import Settings
 
@@ -39,7 +39,7 @@ from .devices import (
 from .ipc import TOKEN_ENV
 from .model_log import ModelLog
 from .pool import WorkerPool
-from .process import WorkerProcess
+from .process import TimingsHandler, WorkerProcess
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +50,9 @@ _MAX_SOCKET_DIR = 80
 
 #: ``(model_name, model_version, records)`` for metrics a handler emitted.
 MetricSink = Callable[[str, str, Sequence[MetricRecord]], None]
+#: Gives the handler of one model version's worker timings (``FrontendMetrics.
+#: worker_timings``), asked once per worker so that no label lookup happens per batch.
+TimingsSink = Callable[[str, str], TimingsHandler | None]
 
 
 def _log_metrics(model: str, version: str, records: Sequence[MetricRecord]) -> None:
@@ -62,10 +65,12 @@ class WorkerSupervisor:
 
     ``gpu_count``/``cpu_count``/``environ`` override detection (for tests); ``clock`` and
     ``sleep`` drive heartbeats and restart backoff. ``on_metrics`` receives handler metrics
-    (the default logs them at DEBUG). Server-wide supervision policy for every pool: restarts
-    follow ``backoff`` (default: capped at ``worker_backoff_max_s``); a pool reports a crash
-    loop after ``max_load_failures`` consecutive failed loads and keeps retrying;
-    a stopped worker gets ``stop_grace_s`` to exit before it is killed.
+    (the default logs them at DEBUG); ``on_timings`` gives each worker its version's
+    handler of the per-batch phase times (none: not measured); ``on_loaded`` receives each
+    worker's name and seconds from spawn to loaded model. Server-wide supervision policy for
+    every pool: restarts follow ``backoff`` (default: capped at ``worker_backoff_max_s``); a
+    pool reports a crash loop after ``max_load_failures`` consecutive failed loads and keeps
+    retrying; a stopped worker gets ``stop_grace_s`` to exit before it is killed.
     """
 
     def __init__(
@@ -81,6 +86,8 @@ class WorkerSupervisor:
         cpu_count: int | None = None,
         environ: Mapping[str, str] | None = None,
         on_metrics: MetricSink | None = None,
+        on_timings: TimingsSink | None = None,
+        on_loaded: Callable[[str, float], None] | None = None,
     ) -> None:
         self.settings = settings
         self._clock = clock
@@ -92,6 +99,8 @@ class WorkerSupervisor:
         self._cpus = cpu_count if cpu_count is not None else usable_cpus()
         self._environ = environ
         self._on_metrics = on_metrics or _log_metrics
+        self._on_timings = on_timings
+        self._on_loaded = on_loaded
         self._next_id = FIRST_WORKER_ID
         self._pools: dict[str, WorkerPool] = {}
         self._live_slots = 0
@@ -212,9 +221,16 @@ class WorkerSupervisor:
             on_metrics=lambda records: self._on_metrics(
                 spec.model_name, spec.model_version, records
             ),
+            on_timings=self._timings_of(spec),
+            on_loaded=self._on_loaded,
             clock=self._clock,
             sleep=self._sleep,
         )
+
+    def _timings_of(self, spec: LoadSpec) -> TimingsHandler | None:
+        if self._on_timings is None:
+            return None
+        return self._on_timings(spec.model_name, spec.model_version)
 
     def worker_environment(self, token: str) -> dict[str, str]:
         """The worker's environment: ours minus ``blacklist_env_vars``, plus what the

@@ -31,10 +31,12 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Protocol
 
 from torchwick.handlers.messages import (
     DEFAULT_MAX_RESPONSE_SIZE,
+    BatchTimings,
     LoadSpec,
     MetricRecord,
     PredictRequest,
@@ -62,6 +64,8 @@ from .stream import BlockingFrameSocket
 from .threads import AdaptiveThreads
 
 logger = logging.getLogger("torchwick.server.workers.worker")
+
+_UNMEASURED = BatchTimings()
 
 EmitIntermediate = Callable[[list[PredictResponse]], None]
 EmitMetric = Callable[[MetricRecord], None]
@@ -169,6 +173,7 @@ class WorkerLoop:
         return True
 
     def _serve(self, kind: int, header: bytes, payload: bytes) -> None:
+        received = time.perf_counter()
         batch_id, batch = decode_requests(header, payload)
         self._batch_id = batch_id
         service = self._service
@@ -196,7 +201,15 @@ class WorkerLoop:
             responses = [_error(r.request_id, 500, message) for r in batch]
         result = Kind.DESCRIBE_RESULT if kind == Kind.DESCRIBE else Kind.PREDICT_RESULT
         checked = checked_responses(responses, self._max_response_size)
-        self._send_with_metrics(encode_responses(result, batch_id, checked))
+        timings = None
+        if kind == Kind.PREDICT:
+            # The handler's phase times (when the service measured them) and the whole time
+            # this batch spent in the worker: the frontend derives the IPC transfer from it.
+            phases = getattr(service, "last_timings", None)
+            if not isinstance(phases, BatchTimings):
+                phases = _UNMEASURED
+            timings = replace(phases, worker=time.perf_counter() - received)
+        self._send_with_metrics(encode_responses(result, batch_id, checked, timings))
 
     def _emit_intermediate(self, responses: list[PredictResponse]) -> None:
         chunks = [

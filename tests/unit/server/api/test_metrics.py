@@ -11,6 +11,7 @@ from torchwick.server.observability.metrics import FrontendMetrics
 @dataclass
 class _Stats:
     queue_time_s: float
+    pending: int = 0
 
 
 def test_responses_are_counted_by_class() -> None:

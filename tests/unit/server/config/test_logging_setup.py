@@ -56,7 +56,9 @@ def test_yaml_dict_config_is_applied(tmp_path: Path, isolated_logger: logging.Lo
     ("name", "text", "message"),
     [
         ("log.ini", "[loggers]\nkeys=root\n", "expected a .json, .yaml or .yml"),
-        ("log.json", "{broken", "cannot be read"),
+        ("log.json", "{broken", r"\(line 1\): not valid JSON"),
+        ("log.yaml", "version: 1\nhandlers: [\n", r"\(line 3\): not valid YAML"),
+        ("log.yaml", "version: 1\nhandlers:\n  h:\n    level: NOPE\n", r"\(line 3\): cannot be"),
         ("log.yaml", "- a list\n", "expected a mapping"),
         ("log.json", '{"handlers": {"h": {"class": "no.such.Handler"}}}', "cannot be applied"),
     ],
