@@ -9,7 +9,10 @@ BaseHandler's. This handler adds only the tensor decoding and a small JSON answe
   servers decode before the handler sees it; JSON text as ``text/*`` is parsed here) or, as
   bytes, raw little-endian float32; it is reshaped to the model's input shape, read from
   ``input_shape.json`` in the archive;
-- the answer is the list of logits when there are at most 10, else the top-5 classes and scores.
+- an Open Inference Protocol row (torchwick only: ``{input name: numpy array}``, no ``data`` or
+  ``body``) gives its first array, reshaped the same way;
+- the answer is the list of logits when there are at most 10, else the top-5 classes and scores;
+  for an OIP row the same values as named tensors (``logits``, or ``classes`` and ``scores``).
 
 It is not imported by the benchmark process itself (``ts`` need not be importable there).
 """
@@ -34,8 +37,14 @@ class TensorHandler(BaseHandler):  # type: ignore[misc]
 
     def preprocess(self, data):  # type: ignore[no-untyped-def]
         rows = []
+        self.tensor_rows = []
         for row in data:
             value = row.get("data") or row.get("body")
+            self.tensor_rows.append(value is None)
+            if value is None:
+                # An OIP row: its first input's array (read-only: copied).
+                rows.append(torch.tensor(next(iter(row.values()))).reshape(self.input_shape))
+                continue
             if isinstance(value, str):
                 value = json.loads(value)
             if isinstance(value, (bytes, bytearray)):
@@ -48,10 +57,16 @@ class TensorHandler(BaseHandler):  # type: ignore[misc]
         return torch.stack(rows)
 
     def postprocess(self, data):  # type: ignore[no-untyped-def]
-        if data.shape[-1] <= 10:
+        tensors = getattr(self, "tensor_rows", [False] * len(data))
+        if data.shape[-1] <= 10 and not any(tensors):
             return data.tolist()
+        if data.shape[-1] <= 10:
+            return [
+                {"logits": row} if tensor else row.tolist()
+                for row, tensor in zip(data, tensors, strict=True)
+            ]
         scores, classes = torch.topk(torch.softmax(data, dim=-1), TOP_K, dim=-1)
         return [
-            {"classes": c, "scores": s}
-            for c, s in zip(classes.tolist(), scores.tolist(), strict=True)
+            {"classes": c, "scores": s} if tensor else {"classes": c.tolist(), "scores": s.tolist()}
+            for c, s, tensor in zip(classes, scores, tensors, strict=True)
         ]

@@ -84,11 +84,13 @@ def build_archive(
     handler: Path,
     extra_files: Sequence[Path],
     export_path: Path,
+    config_file: Path | None = None,
 ) -> Path:
     """Run a ``torch-model-archiver`` compatible CLI; return the ``.mar`` it wrote.
 
     It runs in ``export_path``: ``python -m`` puts the working directory first on ``sys.path``,
     so run from a checkout it would import that checkout's package, not the interpreter's own.
+    ``config_file`` is the archive's ``model-config.yaml`` (``--config-file``), if any.
     """
     export_path.mkdir(parents=True, exist_ok=True)
     command = [
@@ -107,6 +109,8 @@ def build_archive(
     ]
     if extra_files:
         command += ["--extra-files", ",".join(str(f) for f in extra_files)]
+    if config_file is not None:
+        command += ["--config-file", str(config_file)]
     completed = subprocess.run(
         command, capture_output=True, text=True, timeout=300, check=False, cwd=export_path
     )
@@ -165,6 +169,9 @@ class Server:
     process: subprocess.Popen[bytes] | None = None
     inference_port: int = 0
     management_port: int = 0
+    #: gRPC ports (free ones, so servers side by side never meet on 7070/7071).
+    grpc_inference_port: int = 0
+    grpc_management_port: int = 0
     _roles: dict[int, str] = field(default_factory=dict)
 
     @property
@@ -178,6 +185,7 @@ class Server:
     def _write_config(self) -> Path:
         inference, management, metrics, grpc_inference, grpc_management = free_ports(5)
         self.inference_port, self.management_port = inference, management
+        self.grpc_inference_port, self.grpc_management_port = grpc_inference, grpc_management
         models_json = {m.name: m.models_json_entry() for m in self.models}
         lines = [
             f"inference_address=http://{HOST}:{inference}",
