@@ -151,6 +151,7 @@ class _Server:
             enabled=not settings.disable_system_metrics,
             ts_log=metrics.ts_log,
             worker_memory=lambda: _worker_memory(supervisor),
+            worker_pids=lambda: _worker_pids(supervisor),
         )
         metrics.queue_source = plane.batcher_stats
         if metrics.mode == "prometheus":
@@ -338,6 +339,16 @@ def _worker_memory(supervisor: WorkerSupervisor) -> list[tuple[str, str, str, in
             if info.pid is not None:
                 rows.append((pool.config.name, pool.config.version, info.id, info.memory_bytes))
     return rows
+
+
+def _worker_pids(supervisor: WorkerSupervisor) -> list[tuple[str, str, str, int]]:
+    """(model, version, worker id, pid) of every running worker, for GPU memory in /metrics."""
+    return [
+        (pool.config.name, pool.config.version, info.id, info.pid)
+        for pool in list(supervisor.pools.values())
+        for info in pool.describe()
+        if info.pid is not None
+    ]
 
 
 def _bound_address(address: ListenAddress, sock: socket.socket) -> str:

@@ -21,6 +21,7 @@ from typing import Any
 from torchwick.handlers.messages import Header, InputParameter
 
 __all__ = [
+    "GpuUsage",
     "Header",
     "InferenceRequest",
     "InferenceResult",
@@ -107,11 +108,28 @@ class OperationResult:
 
 
 @dataclass(frozen=True, slots=True)
+class GpuUsage:
+    """One GPU's device-wide usage as NVML reports it (what TorchServe's ``gpuUsage`` shows).
+
+    ``utilization_gpu`` and ``utilization_memory`` are percent (compute and memory-controller
+    busy share); ``memory_used_bytes`` is the memory used on the whole device.
+    """
+
+    gpu_id: int
+    utilization_gpu: int
+    utilization_memory: int
+    memory_used_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
 class WorkerRow:
     """One worker of a model version as the management API shows it.
 
     ``pid`` is ``None`` while no process runs; ``start_time`` is when the current (or last)
     process started, in UTC; ``memory_bytes`` is its resident set size (0 when not running).
+    ``gpu_usage`` is the usage of the worker's GPU and ``gpu_memory_bytes`` the GPU memory
+    its process holds (summed over GPUs); both ``None`` when NVML is absent or does not list
+    the worker's GPU or process.
     """
 
     id: str
@@ -120,6 +138,8 @@ class WorkerRow:
     start_time: datetime | float | None
     gpu_id: int | None
     memory_bytes: int
+    gpu_usage: GpuUsage | None = None
+    gpu_memory_bytes: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -203,6 +203,7 @@ def test_system_metrics_and_worker_memory(server: ServerProcess) -> None:
         # No nvidia-ml-py: no GPU families, and one line saying why.
         assert not [name for name in families if name.startswith("GPU")]
         assert log.count("no GPU metrics: nvidia-ml-py is not installed") == 1
+        assert "torchwick_worker_gpu_memory_bytes" not in families
     memory = families["torchwick_worker_memory_bytes"]
     assert _value(memory, "", model_name="mlp", model_version="1.0") > 10_000_000
 

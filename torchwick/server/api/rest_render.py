@@ -2,8 +2,9 @@
 
 Field names, order and constant values follow TorchServe 0.12's describe and list responses;
 fields TorchServe leaves out when null are left out here too. torchwick appends ``state`` (and
-``lastError`` when the pool reported one) after TorchServe's fields, so clients that read
-TorchServe's keys see no difference.
+``lastError`` when the pool reported one) after TorchServe's fields, and ``gpuMemoryUsage``
+after a worker's fields when NVML lists its process, so clients that read TorchServe's keys
+see no difference.
 
 One deliberate difference: ``startTime`` is UTC (TorchServe prints local time with a ``Z``).
 """
@@ -14,7 +15,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from torchwick.server.contracts import ModelPage, ModelStatus, Outcome, WorkerRow
+from torchwick.server.contracts import GpuUsage, ModelPage, ModelStatus, Outcome, WorkerRow
 
 #: TorchServe's fixed values for features torchwick does not have (no retry limit knob,
 #: no client timeouts, no sequence batching, no per-model venvs).
@@ -39,20 +40,38 @@ def format_start_time(value: datetime | float | None) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
+def format_gpu_usage(usage: GpuUsage | None) -> str:
+    """TorchServe 0.12's ``gpuUsage``: its worker joined the ``nvidia-smi --format=csv``
+    header and values of ``utilization.gpu,utilization.memory,memory.used`` for the worker's
+    GPU (device-wide figures); ``N/A`` when there is none."""
+    if usage is None:
+        return "N/A"
+    mib = usage.memory_used_bytes // (1024 * 1024)
+    return (
+        f"gpuId::{usage.gpu_id} utilization.gpu [%]::{usage.utilization_gpu} %"
+        f" utilization.memory [%]::{usage.utilization_memory} %"
+        f" memory.used [MiB]::{mib} MiB"
+    )
+
+
 def render_workers(workers: Sequence[WorkerRow]) -> list[dict[str, Any]]:
-    """TorchServe's per-worker objects."""
-    return [
-        {
+    """TorchServe's per-worker objects, plus torchwick's ``gpuMemoryUsage`` (bytes of GPU
+    memory the worker's process holds) when NVML lists the process."""
+    out = []
+    for worker in workers:
+        row: dict[str, Any] = {
             "id": worker.id,
             "startTime": format_start_time(worker.start_time),
             "status": worker.status,
             "memoryUsage": worker.memory_bytes,
             "pid": -1 if worker.pid is None else worker.pid,
             "gpu": worker.gpu_id is not None,
-            "gpuUsage": "N/A",
+            "gpuUsage": format_gpu_usage(worker.gpu_usage if worker.gpu_id is not None else None),
         }
-        for worker in workers
-    ]
+        if worker.gpu_memory_bytes is not None:
+            row["gpuMemoryUsage"] = worker.gpu_memory_bytes
+        out.append(row)
+    return out
 
 
 def render_status(status: ModelStatus) -> dict[str, Any]:

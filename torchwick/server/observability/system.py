@@ -13,7 +13,9 @@ In ``prometheus`` mode the latest sample is exported as gauges; in ``log`` and `
 each sample is a line of ``ts_metrics.log``. The sampler is off with
 ``disable_system_metrics``. ``torchwick_worker_memory_bytes`` (model_name, model_version,
 worker_id) is the resident set size of each worker process, read when scraped (the same
-value as describe's ``memoryUsage``).
+value as describe's ``memoryUsage``). ``torchwick_worker_gpu_memory_bytes`` (model_name,
+model_version, worker_id, gpu) is the GPU memory each worker process holds per GPU, from NVML
+(``gpu_workers``); without NVML, or when NVML lists no worker process, the family is absent.
 
 Failure mode: a source that cannot be read (not Linux, a container without ``/proc``) drops
 only its own metrics, logged once; sampling never fails the server.
@@ -32,6 +34,7 @@ from prometheus_client.registry import Collector
 
 from torchwick.handlers.metrics_config import MetricSpec
 
+from .gpu_workers import WorkerGpuMemory, WorkerPids, shared_worker_gpu_memory
 from .ts_metrics import TsMetricsLog
 
 logger = logging.getLogger(__name__)
@@ -107,7 +110,8 @@ class GpuProbe:
 class SystemMetrics(Collector):
     """The sampler and its Prometheus export (see the module docs).
 
-    ``sources`` overrides the readers (tests); ``gpu`` the NVML probe.
+    ``gpu`` overrides the NVML probe (tests); ``worker_pids`` lists the running workers for
+    the per-worker GPU memory, read through ``worker_gpu`` (the shared reader by default).
     """
 
     def __init__(
@@ -121,6 +125,8 @@ class SystemMetrics(Collector):
         worker_memory: WorkerMemory | None = None,
         gpu: GpuProbe | None = None,
         disk_path: str = ".",
+        worker_pids: WorkerPids | None = None,
+        worker_gpu: WorkerGpuMemory | None = None,
     ) -> None:
         self.hostname = hostname
         self.specs = dict(specs)
@@ -128,6 +134,8 @@ class SystemMetrics(Collector):
         self.enabled = enabled
         self.ts_log = ts_log
         self.worker_memory = worker_memory
+        self.worker_pids = worker_pids
+        self._worker_gpu = worker_gpu
         self.latest: Sample = {}
         self._gpu = gpu
         self._disk_path = disk_path
@@ -197,7 +205,7 @@ class SystemMetrics(Collector):
         return self.latest
 
     def collect(self) -> Iterator[Metric]:
-        """The latest sample as gauges, then the workers' memory."""
+        """The latest sample as gauges, then the workers' memory and GPU memory."""
         families: dict[str, GaugeMetricFamily] = {}
         for (name, device), value in sorted(self.latest.items()):
             spec = self.specs[name]
@@ -217,3 +225,15 @@ class SystemMetrics(Collector):
             for model, version, worker_id, rss in sorted(self.worker_memory()):
                 family.add_metric([model, version, worker_id], float(rss))
             yield family
+        if self.worker_pids is not None:
+            reader = self._worker_gpu or shared_worker_gpu_memory()
+            rows = sorted(reader.worker_rows(self.worker_pids()))
+            if rows:
+                gpu_family = GaugeMetricFamily(
+                    "torchwick_worker_gpu_memory_bytes",
+                    "GPU memory held by each worker process, per GPU (NVML)",
+                    labels=("model_name", "model_version", "worker_id", "gpu"),
+                )
+                for model, version, worker_id, gpu, used in rows:
+                    gpu_family.add_metric([model, version, worker_id, gpu], float(used))
+                yield gpu_family

@@ -12,6 +12,10 @@ from datetime import datetime
 from typing import Any
 
 from torchwick.server.contracts import ModelPage, ModelRef, ModelStatus, WorkerRow
+from torchwick.server.observability.gpu_workers import (
+    WorkerGpuMemory,
+    shared_worker_gpu_memory,
+)
 from torchwick.server.scheduling import AnyManagedPool, WorkerView
 
 from .registry import ModelRegistry, ModelVersionEntry
@@ -43,19 +47,38 @@ def _start_time(value: object) -> datetime | float | None:
     return None
 
 
-def worker_rows(workers: Sequence[WorkerView]) -> tuple[WorkerRow, ...]:
-    """The pool's workers as typed rows (loose pool values converted once, here)."""
-    return tuple(
-        WorkerRow(
-            id=str(worker.id),
-            pid=_int(worker.pid, -1) if worker.pid is not None else None,
-            status=str(worker.status),
-            start_time=_start_time(worker.start_time),
-            gpu_id=worker.gpu_id if isinstance(worker.gpu_id, int) else None,
-            memory_bytes=_int(worker.memory_bytes, 0),
+def worker_rows(
+    workers: Sequence[WorkerView], gpu: WorkerGpuMemory | None = None
+) -> tuple[WorkerRow, ...]:
+    """The pool's workers as typed rows (loose pool values converted once, here).
+
+    GPU usage and per-process GPU memory come from ``gpu`` (the shared NVML reader when not
+    given); without NVML they stay ``None``.
+    """
+    rows = []
+    snapshot = None
+    for worker in workers:
+        pid = _int(worker.pid, -1) if worker.pid is not None else None
+        gpu_id = worker.gpu_id if isinstance(worker.gpu_id, int) else None
+        if snapshot is None and pid is not None:
+            snapshot = (gpu or shared_worker_gpu_memory()).snapshot()
+        rows.append(
+            WorkerRow(
+                id=str(worker.id),
+                pid=pid,
+                status=str(worker.status),
+                start_time=_start_time(worker.start_time),
+                gpu_id=gpu_id,
+                memory_bytes=_int(worker.memory_bytes, 0),
+                gpu_usage=(
+                    snapshot.devices.get(gpu_id)
+                    if snapshot is not None and gpu_id is not None
+                    else None
+                ),
+                gpu_memory_bytes=snapshot.process_bytes(pid) if snapshot is not None else None,
+            )
         )
-        for worker in workers
-    )
+    return tuple(rows)
 
 
 def model_status(
@@ -63,11 +86,13 @@ def model_status(
     *,
     is_default: bool,
     customized: Mapping[str, Any] | None = None,
+    gpu: WorkerGpuMemory | None = None,
 ) -> ModelStatus:
-    """The status of one registered version (``customized`` from the handler, if asked)."""
+    """The status of one registered version (``customized`` from the handler, if asked;
+    GPU figures from ``gpu``, see ``worker_rows``)."""
     spec = entry.spec
     pool = entry.pool
-    workers = worker_rows(pool.describe())
+    workers = worker_rows(pool.describe(), gpu)
     device_type = spec.device_type
     if device_type not in ("cpu", "gpu"):
         device_type = "gpu" if any(w.gpu_id is not None for w in workers) else "cpu"
