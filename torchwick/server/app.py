@@ -140,6 +140,8 @@ class _Server:
             on_timings=metrics.worker_timings,
             on_loaded=metrics.worker_loaded,
         )
+        if settings.install_py_dep_per_model:
+            supervisor.open_model_log()  # pip's output is model-log output, before any worker
         tracing = build_tracing(settings.enable_tracing)
         plane = DataPlane(
             settings, supervisor, accounting=metrics, phases=metrics.series, tracing=tracing

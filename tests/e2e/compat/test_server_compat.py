@@ -376,6 +376,8 @@ def test_per_model_requirements_from_a_local_wheel(launch: Launch) -> None:
     answer = launch.call("POST", "inf", "/predictions/withdep", b"x")
     assert answer == (200, {"value": "from the per-model wheel"})
     assert launch.wait_for("withdep-pip Successfully installed tinydep-tw-0.1")
+    model_log = (launch.root / "logs" / "model_log.log").read_text()
+    assert "withdep-pip Successfully installed tinydep-tw-0.1" in model_log  # the model log
     status, body = launch.call("POST", "mgmt", "/models?url=baddep.mar&initial_workers=1")
     assert status == 400, body
     assert "Custom pip package installation failed for model baddep" in body["message"]

@@ -13,8 +13,10 @@ archive's ``model-config.yaml`` (``torchwick.archiver.ModelConfig``), the ``mode
   model the startup default, then the ``models=`` JSON ``minWorkers``/``maxWorkers``; a yaml with
   ``minWorkers > 0`` and ``maxWorkers >= minWorkers`` overrides all of these.
 - ``jobQueueSize``, device and parallelism settings come from the yaml, else server defaults.
-- ``max_response_size``, ``limit_max_image_pixels``, ``decode_input_request`` and
-  ``service_envelope`` are the server settings at registration time.
+- ``max_response_size``, ``limit_max_image_pixels`` and ``decode_input_request`` are the
+  server settings at registration time; ``service_envelope`` is the model-config's
+  ``service_envelope`` (a torchwick addition: TorchServe reads it only from
+  config.properties) when it sets one, else the server setting.
 
 Invalid input raises ``BadRequest`` with the message the client sees.
 """
@@ -102,6 +104,22 @@ def _api_timeout(value: int | None, name: str) -> int | None:
     return value
 
 
+ENVELOPES = ("body", "json", "kserve", "kservev2")
+
+
+def model_envelope(config: Mapping[str, Any]) -> str | None:
+    """The model-config's ``service_envelope`` (``None`` when absent); ``BadRequest`` naming
+    the key for a value that is not one of TorchServe's envelopes."""
+    value = config.get("service_envelope")
+    if value is None:
+        return None
+    if not isinstance(value, str) or value.lower() not in ENVELOPES:
+        raise BadRequest(
+            f"model-config service_envelope must be one of {', '.join(ENVELOPES)}, got {value!r}"
+        )
+    return value.lower()
+
+
 def resolve_version_config(
     *,
     request: RegisterRequest,
@@ -185,7 +203,7 @@ def resolve_version_config(
         max_response_size=settings.max_response_size,
         limit_max_image_pixels=settings.limit_max_image_pixels,
         decode_input_request=settings.decode_input_request,
-        service_envelope=settings.service_envelope,
+        service_envelope=model_envelope(yaml.raw) or settings.service_envelope,
         metrics_config=str(settings.metrics_config) if settings.metrics_config else None,
         extra_paths=extra_paths,
         max_json_depth=settings.max_json_depth,

@@ -111,6 +111,11 @@ class WorkerSupervisor:
 
     # ---- pools -------------------------------------------------------------------------------
 
+    def open_model_log(self) -> None:
+        """Attach the model log's file handler now (otherwise it opens with the first worker),
+        so lines logged before any worker exists (a per-model pip install) reach the file."""
+        self._log()
+
     def create_pool(self, key: str, config: ModelVersionConfig) -> WorkerPool:
         """A new pool with target 0 for one model version; ``key`` must be unused.
 

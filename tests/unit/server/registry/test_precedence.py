@@ -181,3 +181,13 @@ def test_startup_worker_count() -> None:
     assert startup_workers(0, 2, 64) == 2
     assert startup_workers(0, 0, 64) == 4
     assert startup_workers(0, 0, 1) == 1
+
+
+def test_model_config_may_choose_the_service_envelope() -> None:
+    from torchwick.server.errors import BadRequest
+    from torchwick.server.registry.precedence import model_envelope
+
+    assert model_envelope({}) is None
+    assert model_envelope({"service_envelope": "KServeV2"}) == "kservev2"
+    with pytest.raises(BadRequest, match="service_envelope"):
+        model_envelope({"service_envelope": "soap"})
