@@ -28,7 +28,7 @@ from tests.support.server import ServerOptions, ServerProcess, build_archive, ru
 
 FUZZ_REQUESTS = int(os.environ.get("TORCHWICK_FUZZ_REQUESTS", "5000"))
 #: ``--max-examples`` per operation and listener (operations without inputs yield fewer).
-EXAMPLES = {"inference": 300, "management": 400, "metrics": 20}
+EXAMPLES = {"inference": 250, "management": 340, "metrics": 20}
 _GENERATED = re.compile(r"(\d+) generated")
 
 
