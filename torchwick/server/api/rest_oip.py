@@ -195,10 +195,18 @@ class OipRestApi:
                 "404": {"description": "Model or version not found."},
             },
         }
+        model = {"name": "model_name", "in": "path", "required": True, "schema": {"type": "string"}}
+        version = {**model, "name": "model_version"}
         return {
-            "/v2/models/{model_name}/infer": {"post": {**operation, "operationId": "oipInfer"}},
+            "/v2/models/{model_name}/infer": {
+                "post": {**operation, "operationId": "oipInfer", "parameters": [model]}
+            },
             "/v2/models/{model_name}/versions/{model_version}/infer": {
-                "post": {**operation, "operationId": "oipInferVersion"}
+                "post": {
+                    **operation,
+                    "operationId": "oipInferVersion",
+                    "parameters": [model, version],
+                }
             },
         }
 
