@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.certs import make_certificate
 from tests.support.server import build_archive, free_port
 from torchwick.archiver import archive_model
 
@@ -187,38 +188,11 @@ def test_unimportable_handler_fails_register_with_500(launch: Launch) -> None:
     assert launch.call("GET", "mgmt", "/models/broken")[0] == 404
 
 
-def _certificate(root: Path) -> tuple[Path, Path]:
-    key, cert = root / "key.pem", root / "cert.pem"
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-            "-subj",
-            "/CN=127.0.0.1",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-        ],
-        check=True,
-        capture_output=True,
-    )
-    return key, cert
-
-
 @needs_openssl
 @pytest.mark.parametrize("kind", ["pem", "pkcs12"])
 def test_https_from_config(tmp_path: Path, kind: str) -> None:
     run = Launch(tmp_path, scheme="https")
-    key, cert = _certificate(tmp_path)
+    key, cert = make_certificate(tmp_path)
     if kind == "pem":
         tls = {"private_key_file": str(key), "certificate_file": str(cert)}
     else:

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-from pathlib import Path
-
 import grpc
 
 #: Body ``"<n>:<seconds>:<tag>"``: records ``start <tag>`` in the log file substituted for
@@ -53,32 +49,3 @@ def bearer(key: str) -> list[tuple[str, str]]:
 def code_of(error: grpc.RpcError) -> grpc.StatusCode:
     """The status code of a failed call (``RpcError`` is also a ``Call``)."""
     return error.code()  # type: ignore[attr-defined, no-any-return]
-
-
-def make_certificate(directory: Path) -> tuple[Path, Path]:
-    """A self-signed key and certificate for 127.0.0.1 (needs the openssl command)."""
-    assert shutil.which("openssl") is not None
-    key, cert = directory / "key.pem", directory / "cert.pem"
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-            "-subj",
-            "/CN=127.0.0.1",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-        ],
-        check=True,
-        capture_output=True,
-    )
-    return key, cert

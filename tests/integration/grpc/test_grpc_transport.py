@@ -14,8 +14,9 @@ from google.protobuf import descriptor_pb2, empty_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from tests.integration.grpc.grpc_handlers import bearer, code_of, make_certificate
+from tests.integration.grpc.grpc_handlers import bearer, code_of
 from tests.integration.server import model_handlers as rest_handlers
+from tests.support.certs import make_certificate
 from tests.support.server import ServerOptions, ServerProcess, build_archive, running_server
 from torchwick.server.grpc._generated import (
     inference_pb2,

@@ -20,6 +20,7 @@ import httpx
 import pytest
 
 from tests.integration.server import model_handlers as handlers
+from tests.support.certs import make_certificate
 from tests.support.server import (
     ServerOptions,
     build_archive,
@@ -82,29 +83,7 @@ def test_shared_address_and_unix_socket_listener(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
 def test_https_listener(tmp_path: Path) -> None:
-    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-            "-subj",
-            "/CN=127.0.0.1",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-        ],
-        check=True,
-        capture_output=True,
-    )
+    key, cert = make_certificate(tmp_path)
     port = free_port()
     options = ServerOptions(
         disable_token_auth=True,
