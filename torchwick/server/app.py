@@ -161,14 +161,18 @@ class _Server:
             # are in model_metrics.log either way).
             metrics.registry.register(model_metrics)
             metrics.registry.register(system)
-        metrics.registry.register(TrafficCollector(plane.traffic))
+        if metrics.mode == "prometheus":
+            metrics.registry.register(TrafficCollector(plane.traffic))
         self.snapshots = (
             SnapshotWriter(settings, plane.snapshot) if settings.snapshots_enabled else None
         )
         if self.snapshots is not None:
             plane.models_changed = self.snapshots.save
         self.limit_metrics = LimitMetrics(hostname, plane.batcher_stats)
-        metrics.registry.register(self.limit_metrics)
+        if metrics.mode == "prometheus":
+            # torchwick's own families exist only in prometheus mode: TorchServe's log and
+            # legacy modes serve exactly its own metrics (the rest go to the logs).
+            metrics.registry.register(self.limit_metrics)
         access_log = AccessLog(
             settings.log_location / ACCESS_LOG_FILE, json_lines=settings.log_format == "json"
         )
