@@ -12,17 +12,18 @@ each adapter maps them through the one ``ERROR_TABLE``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
 from torchwick.handlers.messages import Header, InputParameter
 
 __all__ = [
     "GpuUsage",
     "Header",
+    "InferencePort",
     "InferenceRequest",
     "InferenceResult",
     "InputParameter",
@@ -217,3 +218,22 @@ class ModelMetadata:
     inputs: tuple[TensorSpec, ...] = ()
     outputs: tuple[TensorSpec, ...] = ()
     extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+class InferencePort(Protocol):
+    """What every inference adapter (REST, gRPC) needs from the data plane (``DataPlane``)."""
+
+    async def infer(
+        self,
+        model: str,
+        version: str | None,
+        request: InferenceRequest,
+        *,
+        on_intermediate: Callable[[InferenceResult], None] | None = None,
+    ) -> InferenceResult:
+        """Run one request on the model version (default when ``None``)."""
+        ...
+
+    def ready(self) -> bool:
+        """Startup models tried and every default version healthy."""
+        ...

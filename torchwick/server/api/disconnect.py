@@ -45,6 +45,17 @@ class Watch:
         if self.watcher is not None and not self.watcher.done():
             self.watcher.cancel()
 
+    def absorb_cancellation(self) -> bool:
+        """Called on ``CancelledError``: True when it was this watch's own cancellation (the
+        client left), which is then absorbed so the endpoint can end quietly; False when the
+        cancellation came from elsewhere (a shutdown) and must propagate."""
+        if not self.disconnected:
+            return False
+        current = asyncio.current_task()
+        if current is not None:
+            current.uncancel()
+        return True
+
     def start_watcher(self) -> None:
         self.timer = None
         if not self.stopped:

@@ -31,7 +31,12 @@ from typing import Any, Protocol
 
 from starlette.routing import BaseRoute, Route
 
-from torchwick.server.contracts import InferenceRequest, InferenceResult, ModelStatus
+from torchwick.server.contracts import (
+    InferencePort,
+    InferenceRequest,
+    InferenceResult,
+    ModelStatus,
+)
 from torchwick.server.errors import InternalError, TorchwickError
 
 from .api_docs import ApiDocuments
@@ -69,23 +74,8 @@ _BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 IntermediateSink = Callable[[InferenceResult], None]
 
 
-class InferencePlane(Protocol):
+class InferencePlane(InferencePort, Protocol):
     """The part of the data plane the inference routes use."""
-
-    async def infer(
-        self,
-        model: str,
-        version: str | None,
-        request: InferenceRequest,
-        *,
-        on_intermediate: IntermediateSink | None = None,
-    ) -> InferenceResult:
-        """Run one request on the model version (default when ``None``)."""
-        ...
-
-    def ready(self) -> bool:
-        """Startup models tried and every default version healthy."""
-        ...
 
     def describe(
         self, model: str, version: str | None, *, all_versions: bool = False
@@ -265,12 +255,8 @@ class _Infer:
             scope[MODEL_KEY] = (result.model_name, result.model_version)
         except asyncio.CancelledError:
             stream.abort()
-            if not watch.disconnected:
+            if not watch.absorb_cancellation():
                 raise
-            # Our own cancellation (the client left): absorb it and end quietly.
-            current = asyncio.current_task()
-            if current is not None:
-                current.uncancel()
             scope[CLIENT_GONE_KEY] = True
             return
         except TorchwickError as error:

@@ -245,11 +245,8 @@ class _Infer:
                     received_at=scope[STARTED_KEY],
                 )
             except asyncio.CancelledError:
-                if not watch.disconnected:
+                if not watch.absorb_cancellation():
                     raise
-                current = asyncio.current_task()
-                if current is not None:
-                    current.uncancel()
                 scope[CLIENT_GONE_KEY] = True
                 return
             finally:

@@ -33,14 +33,14 @@ import json
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
-from typing import Any, Protocol
+from typing import Any
 
 from google.protobuf import empty_pb2
 from grpc import aio
 
 from torchwick.handlers.messages import InputParameter
 from torchwick.server.api.responses import new_request_id
-from torchwick.server.contracts import InferenceRequest, InferenceResult
+from torchwick.server.contracts import InferencePort, InferenceRequest, InferenceResult
 from torchwick.server.errors import BadRequest, TorchwickError
 
 from ._generated import inference_pb2, inference_pb2_grpc
@@ -53,23 +53,8 @@ Context = aio.ServicerContext[Any, Any]
 IntermediateSink = Any  # Callable[[InferenceResult], None]
 
 
-class GrpcInferencePlane(Protocol):
-    """The part of the data plane this servicer uses."""
-
-    async def infer(
-        self,
-        model: str,
-        version: str | None,
-        request: InferenceRequest,
-        *,
-        on_intermediate: IntermediateSink | None = None,
-    ) -> InferenceResult:
-        """Run one request on the model version (default when ``None``)."""
-        ...
-
-    def ready(self) -> bool:
-        """Startup models tried and every default version healthy."""
-        ...
+#: The part of the data plane this servicer uses.
+GrpcInferencePlane = InferencePort
 
 
 def health_text(ready: bool) -> str:
