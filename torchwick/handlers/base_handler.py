@@ -24,22 +24,21 @@ Failure mode: ``initialize`` raises ``RuntimeError`` for models it cannot load; 
 from __future__ import annotations
 
 import inspect
-import json
 import logging
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-import numpy as np
 import torch
 
 from .aio import is_async_callable, resolve
 from .context import Context
-from .errors import InvalidInput, PredictionException, is_out_of_memory, last_traceback_line
+from .errors import PredictionException, is_out_of_memory, last_traceback_line
 from .explain import integrated_gradients
 from .labels import MAPPING_FILE, load_label_mapping
-from .pipeline import ShapeGroups, per_group, per_group_async
+from .pipeline import per_group, per_group_async
+from .request_tensors import RequestTensors
 from .runtimes import (
     LoadedModel,
     handler_config,
@@ -68,7 +67,7 @@ def _dtype(name: Any) -> torch.dtype | None:
     return found
 
 
-class BaseHandler:
+class BaseHandler(RequestTensors):
     """TorchServe-compatible base class for handlers (see the module docstring)."""
 
     def __init__(self) -> None:
@@ -133,23 +132,6 @@ class BaseHandler:
 
     # Per-request helpers -----------------------------------------------------------------
 
-    @staticmethod
-    def request_payload(row: Any) -> Any:
-        """A request's input: its ``data`` parameter, else ``body`` (``InvalidInput`` if none)."""
-        if not isinstance(row, dict):
-            return row
-        value = row.get("data")
-        if value is None:
-            value = row.get("body")
-        if value is None:
-            # An Open Inference Protocol request: its (first) input tensor.
-            value = next((v for v in row.values() if isinstance(v, np.ndarray)), None)
-        if value is None:
-            raise InvalidInput("the request has no input: send a body or a 'data' field")
-        if isinstance(value, (bytes, bytearray, str)) and len(value) == 0:
-            raise InvalidInput("the request body is empty")
-        return value
-
     def map_requests(self, data: Sequence[Any], fn: Callable[[Any], T]) -> list[T]:
         """``fn`` per request; requests it rejects (``PredictionException``) are left out."""
         self._rejected = {}
@@ -165,73 +147,6 @@ class BaseHandler:
             results.append(value)
             self._accepted.append(idx)
         return results
-
-    def check_sample_shape(self, tensor: torch.Tensor) -> torch.Tensor:
-        """``InvalidInput`` unless ``tensor`` matches ``sample_shape`` (when known)."""
-        expected = self.sample_shape
-        if expected is None:
-            return tensor
-        shape = tuple(tensor.shape)
-        fits = len(shape) == len(expected) and all(
-            e is None or e == s for e, s in zip(expected, shape, strict=True)
-        )
-        if not fits:
-            wanted = ["any" if e is None else e for e in expected]
-            raise InvalidInput(f"input has shape {list(shape)}, the model expects {wanted}")
-        return tensor
-
-    @staticmethod
-    def batch_tensors(tensors: Sequence[torch.Tensor]) -> torch.Tensor | ShapeGroups:
-        """One stacked batch, or ``ShapeGroups`` when the samples differ in shape."""
-        by_shape: dict[tuple[int, ...], list[int]] = {}
-        for pos, tensor in enumerate(tensors):
-            by_shape.setdefault(tuple(tensor.shape), []).append(pos)
-        if len(by_shape) <= 1:
-            return torch.stack(list(tensors)) if tensors else torch.empty(0)
-        groups = [(pos, torch.stack([tensors[p] for p in pos])) for pos in by_shape.values()]
-        return ShapeGroups(groups, len(tensors))
-
-    def tensor_from_request(self, row: Any) -> torch.Tensor:
-        """One sample from a JSON (nested) list of numbers."""
-        value = self.request_payload(row)
-        if isinstance(value, np.ndarray):
-            return self._tensor_from_array(value)
-        if isinstance(value, (bytes, bytearray)):
-            try:
-                value = json.loads(bytes(value).decode("utf-8"))
-            except RecursionError:
-                raise InvalidInput("the JSON body nests too deeply") from None
-            except (UnicodeDecodeError, ValueError):
-                raise InvalidInput(
-                    "the body is not JSON: expected a (nested) list of numbers"
-                ) from None
-        if isinstance(value, str):
-            raise InvalidInput("expected a (nested) list of numbers, got text")
-        dtype = self.input_dtype or torch.float32
-        try:
-            tensor = _float32_tensor(value) if dtype is torch.float32 else None
-            if tensor is None:
-                tensor = torch.tensor(value, dtype=dtype)
-        except (TypeError, ValueError, RuntimeError) as exc:
-            raise InvalidInput(
-                f"expected a (nested) list of numbers with a regular shape: {exc}"
-            ) from None
-        return self.check_sample_shape(tensor)
-
-    def _tensor_from_array(self, array: np.ndarray[Any, Any]) -> torch.Tensor:
-        """One sample from an OIP input tensor: its array (copied: the frame is read-only),
-        cast to ``input_dtype`` (float32 for floating inputs when none is set). A leading
-        dimension of 1 that the model's known sample shape lacks is a batch of one, dropped."""
-        if array.dtype.kind not in "biuf":
-            raise InvalidInput(f"expected a numeric tensor, got {array.dtype} data")
-        dtype = self.input_dtype or (torch.float32 if array.dtype.kind == "f" else None)
-        tensor = torch.from_numpy(np.array(array))
-        if dtype is not None:
-            tensor = tensor.to(dtype)
-        expected = self.sample_shape
-        if expected is not None and tensor.dim() == len(expected) + 1 and tensor.shape[0] == 1:
-            tensor = tensor[0]
-        return self.check_sample_shape(tensor)
 
     # The pipeline ------------------------------------------------------------------------
 
@@ -449,17 +364,6 @@ class BaseHandler:
         attributions = integrated_gradients(self.model, inputs, targets)
         result: list[Any] = attributions.float().cpu().tolist()
         return result
-
-
-def _float32_tensor(value: Any) -> torch.Tensor | None:
-    """A float32 tensor from a (nested) list of numbers through numpy, which converts about
-    3x faster than ``torch.tensor``; ``None`` when the list holds anything but numbers
-    (``null``, strings, objects), so that ``torch.tensor`` rejects it with its own error
-    instead of numpy turning ``null`` into NaN or ``"1"`` into 1.0."""
-    array = np.asarray(value)
-    if array.dtype.kind not in "fiub":
-        return None
-    return torch.from_numpy(array.astype(np.float32, copy=False))
 
 
 async def _awaited(value: Any) -> Any:
