@@ -30,7 +30,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from torchwick.handlers.messages import PredictRequest, PredictResponse
 from torchwick.server.contracts import (
@@ -59,11 +59,19 @@ from torchwick.server.registry import (
 )
 from torchwick.server.registry.metadata import declared_platform, declared_tensors
 from torchwick.server.scheduling import BatcherStats, no_worker_message
-from torchwick.server.scheduling.batcher import BatchObserver
 from torchwick.server.settings import Settings
 from torchwick.server.traffic import TrafficEngine
 
 from .management import ModelManagement
+from .plane_hooks import (
+    InferenceAccounting,
+    IntermediateResults,
+    PhaseSource,
+    VersionObserver,
+    _failure,
+    _intermediate_sink,
+    _result,
+)
 
 if TYPE_CHECKING:
     from .observability.tracing import Tracing
@@ -72,49 +80,14 @@ __all__ = ["DataPlane", "InferenceAccounting", "RegisterRequest"]
 
 logger = logging.getLogger(__name__)
 
-IntermediateResults = Callable[[InferenceResult], None]
-
 _EXPLAIN = ("explain", "True")
 _PREDICT = ("explain", "False")
-
-
-class VersionObserver(BatchObserver, Protocol):
-    """One version's phase histograms (``observability.phases.VersionSeries``)."""
-
-    def request(self, seconds: float, /) -> None:
-        """One inference call's arrival-to-answer time."""
-
-
-#: ``(model, version, variant) -> observer`` (``PhaseHistograms.series``); ``variant`` is ""
-#: until traffic policies route by variant.
-PhaseSource = Callable[[str, str, str], VersionObserver | None]
-
-
-class InferenceAccounting(Protocol):
-    """Receives one record per inference call on a known model (``FrontendMetrics``)."""
-
-    def observe_inference(self, model: str, version: str | None, latency_us: int) -> None:
-        """Count one call; ``version`` is what the caller asked for (``None``: default)."""
 
 
 def _describe_unavailable(model: str) -> ServiceUnavailable:
     return ServiceUnavailable(
         f'Model "{model}" has no worker to serve describe request. '
         "Please use scale workers API to add workers."
-    )
-
-
-def _result(response: PredictResponse, entry: ModelVersionEntry) -> InferenceResult:
-    return InferenceResult(
-        response.request_id,
-        entry.name,
-        entry.version,
-        response.status,
-        response.content_type,
-        response.headers,
-        response.body,
-        response.reason,
-        response.final,
     )
 
 
@@ -382,26 +355,6 @@ class DataPlane(ModelManagement):
         entries = list(self._registry.entries())
         await asyncio.gather(*(self._teardown(e, timeout) for e in entries))
         self._store.close()
-
-
-def _intermediate_sink(
-    on_intermediate: IntermediateResults, entry: ModelVersionEntry
-) -> Callable[[PredictResponse], None]:
-    def push(response: PredictResponse) -> None:
-        on_intermediate(_result(response, entry))
-
-    return push
-
-
-def _failure(response: PredictResponse | None, raised: BaseException | None) -> bool | None:
-    """Whether an inference call failed on the server's side (status >= 500, or an error the
-    table answers with one); ``None`` when it was cancelled (the caller went away: no
-    outcome to count)."""
-    if response is not None:
-        return response.status >= 500
-    if isinstance(raised, TorchwickError):
-        return raised.status.http_status >= 500
-    return None if isinstance(raised, asyncio.CancelledError) else True
 
 
 def _describe_id() -> str:
