@@ -222,6 +222,17 @@ def _build_store(store: Path, sources: Path) -> Models:
             handler_config=None if runtime == "onnx" else {"input_shape": [64]},
             example=torch.randn(2, 64),
         )
+        if runtime != "onnx":
+            # The same model with no declared shape, never sent a good input before the
+            # wrong-shape test (which it must still answer 400).
+            _archive(
+                store,
+                sources / f"undeclared_{runtime}",
+                mlp,
+                "base_handler",
+                runtime=runtime,
+                example=torch.randn(2, 64),
+            )
     return Models(mlp=mlp, text=text)
 
 
@@ -472,6 +483,19 @@ def test_base_handler_tensors_over_all_runtimes(served: Served) -> None:
             assert reply.status == 200, reply.body
             assert reply.json() == pytest.approx(want, abs=1e-4)
         _assert_still_healthy(served, model)
+
+
+@pytest.mark.parametrize("runtime", ["eager", "torchscript"])
+def test_a_wrong_shape_alone_is_400_before_the_model_ever_ran(served: Served, runtime: str) -> None:
+    model = f"undeclared_{runtime}"
+    wrong = served.inference.post(f"/predictions/{model}", json=[1.0, 2.0, 3.0])
+    assert wrong.status_code == 400, wrong.text
+    assert wrong.headers["content-type"] == "application/json"
+    assert wrong.json()["type"] == "BadInput"
+    assert "input of shape [3] does not fit the model" in wrong.json()["message"]
+    good = served.inference.post(f"/predictions/{model}", json=[0.5] * 64)
+    assert good.status_code == 200, good.text
+    _assert_still_healthy(served, model)
 
 
 def test_a_batch_of_only_bad_requests_leaves_the_worker_serving(served: Served) -> None:

@@ -3,7 +3,12 @@ naming the problem, and ``after_each`` checks the server and ``echo`` are unharm
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx
+
+from tests.integration.server import model_handlers as handlers
+from tests.support.server import ServerOptions, build_archive, running_server
 
 from .conftest import World
 
@@ -83,6 +88,23 @@ def test_odd_form_values_are_400(world: World) -> None:
     )
     ok = client.post("/predictions/echo", content=b"data=h%C3%A9", headers=urlencoded)
     assert ok.status_code == 200 and ok.content == "hé".encode()
+
+
+def test_non_ascii_form_values_are_400_with_form_value_charset_ascii(tmp_path: Path) -> None:
+    # The default follows TorchServe (UTF-8 text reaches the handler, as the test above
+    # shows); the setting makes the server refuse any non-ASCII byte in a form value.
+    build_archive(tmp_path / "model_store", "echo", handlers.ECHO)
+    options = ServerOptions(load_models="echo=echo.mar", config={"form_value_charset": "ascii"})
+    with running_server(tmp_path, options) as server:
+        client = server.client("inference")
+        urlencoded = {"content-type": "application/x-www-form-urlencoded"}
+        refused = client.post("/predictions/echo", content=b"data=h%C3%A9", headers=urlencoded)
+        _assert_400(refused, "not ASCII text")
+        form = {"content-type": "multipart/form-data; boundary=xyz"}
+        body = _multipart([(b"data", "hé".encode())])
+        _assert_400(client.post("/predictions/echo", content=body, headers=form), "not ASCII")
+        ok = client.post("/predictions/echo", content=b"data=he", headers=urlencoded)
+        assert ok.status_code == 200 and ok.content == b"he"
 
 
 def test_control_characters_in_the_path_are_400(world: World) -> None:

@@ -9,7 +9,9 @@ Per-request validation: ``map_requests(data, fn)`` applies ``fn`` to each reques
 for which ``fn`` raises ``PredictionException`` (``InvalidInput`` for bad input) is left out
 of the forward pass and answered with that error, while the others carry on. Requests whose
 tensors differ in shape are run as separate forwards (``ShapeGroups``); when some shapes run
-and others fail, the failing requests get 400 naming their shape.
+and others fail, the failing requests get 400 naming their shape. A batch that fails whole
+gets 400 when the model ran before on other shapes only, or, before it ever ran, when the
+same forward on shape-only tensors fails too (``shape_probe``); otherwise 500.
 
 As a default handler (``handler: base_handler``) each request is one sample: a JSON (nested)
 list of numbers in ``data``/``body``; the answer is that sample's model output as a list.
@@ -37,7 +39,7 @@ from .context import Context
 from .errors import PredictionException, is_out_of_memory, last_traceback_line
 from .explain import integrated_gradients
 from .labels import MAPPING_FILE, load_label_mapping
-from .pipeline import per_group, per_group_async
+from .pipeline import ShapeEvidence, per_group, per_group_async
 from .request_tensors import RequestTensors
 from .runtimes import (
     LoadedModel,
@@ -48,6 +50,7 @@ from .runtimes import (
     manifest_model_files,
     select_device,
 )
+from .shape_probe import shape_probe
 
 logger = logging.getLogger("torchwick.model")
 T = TypeVar("T")
@@ -87,9 +90,9 @@ class BaseHandler(RequestTensors):
         self.sample_shape: tuple[int | None, ...] | None = None
         self.input_dtype: torch.dtype | None = None
         self._rejected: dict[int, PredictionException] = {}
-        #: Per-sample input shapes the model has run on: evidence that a shape it fails on
-        #: is the input's fault (400), not the model's (see ``pipeline``).
-        self._fitted: set[tuple[int, ...]] = set()
+        #: Whether a shape the model fails on is the input's fault (400), not the model's
+        #: (the shapes it ran on and a shape-only probe; see ``pipeline``, ``shape_probe``).
+        self._shape_evidence = ShapeEvidence()
         self._accepted: list[int] = []
 
     # Loading -----------------------------------------------------------------------------
@@ -118,6 +121,13 @@ class BaseHandler(RequestTensors):
             self.loaded.input_dtype
         )
         self.mapping = load_label_mapping(model_dir / MAPPING_FILE)
+        probe = shape_probe(
+            self.loaded.eager_model or self.loaded.model,
+            self.loaded.runtime,
+            Path(self.model_pt_path) if self.model_pt_path else None,
+        )
+        if probe is not None:
+            self._shape_evidence = ShapeEvidence(lambda x: probe(self._model_input(x)))
         self.initialized = True
         logger.info("%s model loaded on %s", self.loaded.runtime, self.device)
 
@@ -217,7 +227,7 @@ class BaseHandler(RequestTensors):
         raise TypeError(f"cannot postprocess a model output of type {type(data).__name__}")
 
     def _per_group(self, pre: Any, run: Callable[[Any, list[int]], list[Any]]) -> list[Any]:
-        return per_group(pre, len(self._accepted), run, getattr(self, "_fitted", None))
+        return per_group(pre, len(self._accepted), run, getattr(self, "_shape_evidence", None))
 
     def handle(self, data: list[dict[str, Any]] | None, context: Context) -> Any:
         """Run one batch; returns one item per request (exceptions mark rejected requests).
@@ -286,7 +296,7 @@ class BaseHandler(RequestTensors):
                 return result
 
             output = await per_group_async(
-                pre, len(self._accepted), run, getattr(self, "_fitted", None)
+                pre, len(self._accepted), run, getattr(self, "_shape_evidence", None)
             )
         return self._finish(output, len(data), context, started)
 

@@ -6,9 +6,10 @@ tensors differ in shape). ``per_group`` / ``per_group_async`` run a step (``infe
 
 Failure mode: when only some groups fail, their requests get ``InvalidInput`` naming their
 shape. When every group fails (or the one batch does), the first exception propagates (the
-service answers it 500) unless ``fitted``, the per-sample shapes this handler has already run
-successfully, shows that the model works and none of the failing shapes is among them: then
-the inputs are what is wrong, and they get ``InvalidInput`` (400) too.
+service answers it 500) unless ``ShapeEvidence`` blames the inputs: the per-sample shapes this
+handler has already run successfully show that the model works and none of the failing shapes
+is among them, or (before the model ever ran) its shape probe (``shape_probe``) fails on the
+failing inputs' shapes alone. Then they get ``InvalidInput`` (400) too.
 ``PredictionException`` and out-of-memory errors always propagate. A step returning the wrong
 number of results for a group raises ``RuntimeError``.
 """
@@ -23,6 +24,7 @@ from typing import Any
 import torch
 
 from .errors import InvalidInput, PredictionException, is_out_of_memory, last_traceback_line
+from .shape_probe import ShapeProbe
 
 logger = logging.getLogger("torchwick.model")
 
@@ -49,22 +51,40 @@ def _keep(exc: Exception) -> bool:
 #: Shapes remembered per handler (a hostile client must not grow the set without bound).
 _FITTED_MAX = 64
 
-Fitted = set[tuple[int, ...]]
-
 
 def _sample_shape(tensor: Any) -> tuple[int, ...] | None:
     return tuple(tensor.shape[1:]) if isinstance(tensor, torch.Tensor) else None
 
 
-def _record(fitted: Fitted | None, tensor: Any) -> None:
-    shape = _sample_shape(tensor)
-    if fitted is not None and shape is not None and len(fitted) < _FITTED_MAX:
-        fitted.add(shape)
+class ShapeEvidence:
+    """What a handler knows about the input shapes its model accepts.
+
+    ``fitted`` holds the per-sample shapes the model has run on; ``probe`` (optional) says
+    whether the model fails on an input's shape alone (used only while ``fitted`` is empty).
+    """
+
+    def __init__(self, probe: ShapeProbe | None = None) -> None:
+        self.fitted: set[tuple[int, ...]] = set()
+        self.probe = probe
+
+    def record(self, tensor: Any) -> None:
+        """The model ran on ``tensor``: remember its per-sample shape."""
+        shape = _sample_shape(tensor)
+        if shape is not None and len(self.fitted) < _FITTED_MAX:
+            self.fitted.add(shape)
+
+    def misfit(self, tensor: Any) -> bool:
+        """Whether the model's failure on ``tensor`` is the input's fault."""
+        shape = _sample_shape(tensor)
+        if shape is None:
+            return False
+        if self.fitted:
+            return shape not in self.fitted
+        return self.probe is not None and self.probe(tensor)
 
 
-def _misfit(fitted: Fitted | None, shape: tuple[int, ...] | None) -> bool:
-    """The model ran before on other shapes, never on this one: the input is wrong."""
-    return bool(fitted) and shape is not None and shape not in (fitted or ())
+def _misfit(evidence: ShapeEvidence | None, tensor: Any) -> bool:
+    return evidence is not None and evidence.misfit(tensor)
 
 
 def _shape_error(shape: tuple[int, ...], failure: Exception) -> InvalidInput:
@@ -74,27 +94,29 @@ def _shape_error(shape: tuple[int, ...], failure: Exception) -> InvalidInput:
 
 
 class _Collector:
-    def __init__(self, pre: ShapeGroups, fitted: Fitted | None) -> None:
+    def __init__(self, pre: ShapeGroups, evidence: ShapeEvidence | None) -> None:
         self.pre = pre
-        self.fitted = fitted
+        self.evidence = evidence
         self.results: list[Any] = [None] * pre.total
-        self.failures: list[tuple[list[int], tuple[int, ...], Exception]] = []
+        self.failures: list[tuple[list[int], torch.Tensor, Exception]] = []
 
     def done(self, positions: list[int], tensor: torch.Tensor, out: list[Any]) -> None:
         if len(out) != len(positions):
             raise RuntimeError(f"{len(out)} results for a group of {len(positions)}")
-        _record(self.fitted, tensor)
+        if self.evidence is not None:
+            self.evidence.record(tensor)
         for pos, item in zip(positions, out, strict=True):
             self.results[pos] = item
 
     def failed(self, positions: list[int], tensor: torch.Tensor, exc: Exception) -> None:
-        self.failures.append((positions, tuple(tensor.shape[1:]), exc))
+        self.failures.append((positions, tensor, exc))
 
     def finish(self) -> list[Any]:
         every_group_failed = self.failures and len(self.failures) == len(self.pre.groups)
-        if every_group_failed and not all(_misfit(self.fitted, s) for _, s, _ in self.failures):
+        if every_group_failed and not all(_misfit(self.evidence, t) for _, t, _ in self.failures):
             raise self.failures[0][2]
-        for positions, shape, failure in self.failures:
+        for positions, tensor, failure in self.failures:
+            shape = tuple(tensor.shape[1:])
             logger.info("inputs of shape %s failed: %s", list(shape), failure)
             error = _shape_error(shape, failure)
             for pos in positions:
@@ -102,28 +124,31 @@ class _Collector:
         return self.results
 
 
-def _one_batch_failed(pre: Any, fitted: Fitted | None, exc: Exception) -> Exception:
+def _one_batch_failed(pre: Any, evidence: ShapeEvidence | None, exc: Exception) -> Exception:
     """What a failure of the whole (single-shape) batch becomes; see the module docs."""
     shape = _sample_shape(pre)
-    if _keep(exc) and shape is not None and _misfit(fitted, shape):
+    if _keep(exc) and shape is not None and _misfit(evidence, pre):
         logger.info("inputs of shape %s failed: %s", list(shape), exc)
         return _shape_error(shape, exc)
     return exc
 
 
-def per_group(pre: Any, accepted: int, run: Step, fitted: Fitted | None = None) -> list[Any]:
+def per_group(
+    pre: Any, accepted: int, run: Step, evidence: ShapeEvidence | None = None
+) -> list[Any]:
     """``run`` on the whole batch, or once per shape group (see the module docstring)."""
     if not isinstance(pre, ShapeGroups):
         try:
             out = run(pre, list(range(accepted)))
         except Exception as exc:
-            error = _one_batch_failed(pre, fitted, exc)
+            error = _one_batch_failed(pre, evidence, exc)
             if error is exc:
                 raise
             raise error from exc
-        _record(fitted, pre)
+        if evidence is not None:
+            evidence.record(pre)
         return out
-    collector = _Collector(pre, fitted)
+    collector = _Collector(pre, evidence)
     for positions, tensor in pre.groups:
         try:
             out = run(tensor, positions)
@@ -137,20 +162,21 @@ def per_group(pre: Any, accepted: int, run: Step, fitted: Fitted | None = None) 
 
 
 async def per_group_async(
-    pre: Any, accepted: int, run: AsyncStep, fitted: Fitted | None = None
+    pre: Any, accepted: int, run: AsyncStep, evidence: ShapeEvidence | None = None
 ) -> list[Any]:
     """``per_group`` for an awaited step; groups run one after another, in order."""
     if not isinstance(pre, ShapeGroups):
         try:
             out = await run(pre, list(range(accepted)))
         except Exception as exc:
-            error = _one_batch_failed(pre, fitted, exc)
+            error = _one_batch_failed(pre, evidence, exc)
             if error is exc:
                 raise
             raise error from exc
-        _record(fitted, pre)
+        if evidence is not None:
+            evidence.record(pre)
         return out
-    collector = _Collector(pre, fitted)
+    collector = _Collector(pre, evidence)
     for positions, tensor in pre.groups:
         try:
             out = await run(tensor, positions)

@@ -161,6 +161,9 @@ class Settings:
     max_json_depth: int = 64
     #: Parts of one multipart/form-data body (400 past it).
     max_multipart_parts: int = 256
+    #: What a plain form field's value may hold: ``utf-8`` text (TorchServe's behaviour) or
+    #: ``ascii`` only (400 for anything else).
+    form_value_charset: str = "utf-8"
     #: Pixels of one decoded image in the built-in vision handlers (400 past it).
     max_image_pixels: int = 50_000_000
     #: gRPC: concurrent streams per HTTP/2 connection, RPCs being served in all

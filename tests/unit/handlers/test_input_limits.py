@@ -78,15 +78,18 @@ def test_deep_json_fails_alone_in_its_batch(model_dir: Path) -> None:
     assert "max_json_depth" in body_json(responses[1])["message"]
 
 
-def test_a_wrong_shape_gets_400_alone_and_in_a_batch(model_dir: Path) -> None:
+@pytest.mark.parametrize("runtime", ["eager", "torchscript"])
+def test_a_wrong_shape_gets_400_alone_and_in_a_batch(model_dir: Path, runtime: str) -> None:
     torch.manual_seed(0)
-    spec = model_dir_for("eager", MLP(), model_dir, "base_handler", example=torch.randn(2, 64))
+    spec = model_dir_for(runtime, MLP(), model_dir, "base_handler", example=torch.randn(2, 64))
     harness = load_service(spec)
     good = make_request(torch.rand(64).tolist())
     wrong = make_request(torch.rand(7).tolist())
-    # Before the model ever ran, a failure cannot be blamed on the input: 500.
+    # Before the model ever ran: the same forward on shape-only tensors fails too, so the
+    # input's shape is what is wrong.
     (first,) = harness.predict(wrong)
-    assert first.status == 500
+    assert first.status == 400, first.body
+    assert "input of shape [7] does not fit the model" in body_json(first)["message"]
     assert harness.predict(good)[0].status == 200
     # Now the model is known to work on [64]: a [7] input is the client's fault.
     (alone,) = harness.predict(wrong)
@@ -95,6 +98,26 @@ def test_a_wrong_shape_gets_400_alone_and_in_a_batch(model_dir: Path) -> None:
     responses = harness.predict(good, wrong, good)
     assert [r.status for r in responses] == [200, 400, 200]
     assert set(body_json(responses[1])) >= {"code", "type", "message"}
+
+
+class Lookup(torch.nn.Module):
+    """Token ids -> mean embedding; an id past the table fails on its value, not its shape."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.table = torch.nn.Embedding(10, 4)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.table(ids.long()).mean(dim=1)
+
+
+def test_a_failure_that_depends_on_values_stays_the_models_500(model_dir: Path) -> None:
+    spec = model_dir_for("eager", Lookup(), model_dir, "base_handler")
+    harness = load_service(spec)
+    (failed,) = harness.predict(make_request([1.0, 50.0]))
+    assert failed.status == 500, failed.body
+    (fine,) = harness.predict(make_request([1.0, 3.0]))
+    assert fine.status == 200, fine.body
 
 
 def test_json_depth_is_measured_outside_strings() -> None:

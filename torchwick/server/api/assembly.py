@@ -97,6 +97,7 @@ class RestApis:
                 max_request_size=settings.max_request_size,
                 docs=docs,
                 max_parts=settings.max_multipart_parts,
+                ascii_form_values=settings.form_value_charset == "ascii",
             )
             oip = OipRestApi(self.plane, self.tokens, max_request_size=settings.max_request_size)
             hot_routes = [*inference.routes(), *oip.raw_routes()]

@@ -11,7 +11,10 @@ by ``max_request_size`` when these run. Malformed form bodies raise ``BadRequest
 (400, naming the problem): more than ``max_parts`` multipart parts or urlencoded fields; a
 field name that is not UTF-8 or holds a control character (NUL included); a plain field's
 value (urlencoded, or a multipart part without a ``filename``) that is not UTF-8 text or
-holds a NUL byte. File parts carry bytes and are not checked.
+holds a NUL byte, or (with ``ascii_only``, the ``form_value_charset=ascii`` setting) is not
+ASCII. File parts carry bytes and are not checked. The default accepts UTF-8 text because
+TorchServe 0.12 passes such values to the handler (checked against it: ``data=h%C3%A9`` reaches
+a handler as the bytes of ``hé``), so refusing them would break its clients.
 """
 
 from __future__ import annotations
@@ -50,19 +53,20 @@ def mime_type(content_type: bytes | None) -> str | None:
 
 
 def parse_inputs(
-    content_type: bytes | None, body: bytes, max_parts: int = 256
+    content_type: bytes | None, body: bytes, max_parts: int = 256, *, ascii_only: bool = False
 ) -> tuple[InputParameter, ...]:
     """The input parameters of one request, by its Content-Type (see the module docs)."""
     mime = mime_type(content_type)
     if mime == _MULTIPART:
         assert content_type is not None
-        return _parse_multipart(content_type, body, max_parts)
+        return _parse_multipart(content_type, body, max_parts, ascii_only)
     if mime == _URLENCODED:
         fields = _parse_urlencoded(body)
         if len(fields) > max_parts:
             raise BadRequest(f"form has more than max_multipart_parts ({max_parts}) fields")
         return tuple(
-            InputParameter(_field_name(name), _field_value(name, value)) for name, value in fields
+            InputParameter(_field_name(name), _field_value(name, value, ascii_only))
+            for name, value in fields
         )
     return (InputParameter("body", body, mime),)
 
@@ -100,24 +104,28 @@ def _field_name(raw: bytes) -> str:
     return name
 
 
-def _field_value(name: bytes, value: bytes) -> bytes:
+def _field_value(name: bytes, value: bytes, ascii_only: bool = False) -> bytes:
     """A plain (non-file) field's value, checked to be text without NUL bytes."""
+    shown = name.decode("utf-8", "replace")
     if b"\x00" in value:
-        raise BadRequest(f"form field {name.decode('utf-8', 'replace')!r} contains a NUL byte")
+        raise BadRequest(f"form field {shown!r} contains a NUL byte")
+    if ascii_only:
+        if not value.isascii():
+            raise BadRequest(f"form field {shown!r} is not ASCII text (form_value_charset=ascii)")
+        return value
     try:
         value.decode("utf-8")
     except UnicodeDecodeError:
-        raise BadRequest(
-            f"form field {name.decode('utf-8', 'replace')!r} is not UTF-8 text"
-        ) from None
+        raise BadRequest(f"form field {shown!r} is not UTF-8 text") from None
     return value
 
 
 class _PartCollector:
     """Callbacks for the streaming multipart parser; gathers whole parts in memory."""
 
-    def __init__(self, max_parts: int) -> None:
+    def __init__(self, max_parts: int, ascii_only: bool) -> None:
         self.max_parts = max_parts
+        self.ascii_only = ascii_only
         self.parts: list[InputParameter] = []
         self._data: list[bytes] = []
         self._headers: dict[bytes, bytes] = {}
@@ -159,18 +167,18 @@ class _PartCollector:
                 "application/octet-stream"
             )
         else:
-            _field_value(options[b"name"], value)
+            _field_value(options[b"name"], value, self.ascii_only)
         self.parts.append(InputParameter(name, value, content_type))
 
 
 def _parse_multipart(
-    content_type: bytes, body: bytes, max_parts: int
+    content_type: bytes, body: bytes, max_parts: int, ascii_only: bool
 ) -> tuple[InputParameter, ...]:
     _, options = parse_options_header(content_type)
     boundary = options.get(b"boundary")
     if not boundary:
         raise BadRequest("multipart/form-data request without a boundary")
-    collector = _PartCollector(max_parts)
+    collector = _PartCollector(max_parts, ascii_only)
     try:
         parser = MultipartParser(
             boundary,

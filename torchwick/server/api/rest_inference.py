@@ -140,11 +140,13 @@ class InferenceApi:
         max_request_size: int,
         docs: ApiDocuments,
         max_parts: int = 256,
+        ascii_form_values: bool = False,
     ) -> None:
         self.plane = plane
         self.tokens = tokens
         self.max_request_size = max_request_size
         self.max_parts = max_parts
+        self.ascii_form_values = ascii_form_values
         self.docs = docs
         self.disconnects = DisconnectMonitor()
 
@@ -241,7 +243,7 @@ class _Infer:
             metadata.append((name.decode("latin-1"), value.decode("latin-1")))
         request = InferenceRequest(
             scope[REQUEST_ID_KEY],
-            parse_inputs(content_type, body, api.max_parts),
+            parse_inputs(content_type, body, api.max_parts, ascii_only=api.ascii_form_values),
             tuple(metadata),
             self.explain,
             params.get("url_path", ""),

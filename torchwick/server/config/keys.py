@@ -220,6 +220,7 @@ KEYS: dict[str, KeySpec] = {
     **_same(_optional_text, "default_service_handler", "keystore_pass", "keystore_type"),
     **_same(_optional_text, "cors_allowed_origin", "cors_allowed_methods", "cors_allowed_headers"),
     "metrics_mode": KeySpec("metrics_mode", _choice("log", "prometheus", "legacy")),
+    "form_value_charset": KeySpec("form_value_charset", _choice("utf-8", "ascii")),
     "metrics_histogram_buckets": KeySpec("metrics_histogram_buckets", _buckets),
     "log_format": KeySpec("log_format", _choice("text", "json")),
     "service_envelope": KeySpec(

@@ -77,3 +77,21 @@ def test_multipart_file_without_type_is_octet_stream() -> None:
 def test_malformed_multipart_is_a_bad_request(content_type: bytes, body: bytes) -> None:
     with pytest.raises(BadRequest):
         parse_inputs(content_type, body)
+
+
+def test_form_values_are_utf8_by_default_and_ascii_when_configured() -> None:
+    urlencoded = b"application/x-www-form-urlencoded"
+    multipart = b"multipart/form-data; boundary=b"
+    form = b'--b\r\ncontent-disposition: form-data; name="data"\r\n\r\nh\xc3\xa9\r\n--b--\r\n'
+    assert parse_inputs(urlencoded, b"data=h%C3%A9")[0].value == "hé".encode()
+    assert parse_inputs(multipart, form)[0].value == "hé".encode()
+    for content_type, body in ((urlencoded, b"data=h%C3%A9"), (multipart, form)):
+        with pytest.raises(BadRequest, match=r"'data' is not ASCII text \(form_value_charset"):
+            parse_inputs(content_type, body, ascii_only=True)
+    assert parse_inputs(urlencoded, b"data=plain", ascii_only=True)[0].value == b"plain"
+    # File parts carry bytes: never checked.
+    upload = (
+        b'--b\r\ncontent-disposition: form-data; name="f"; filename="x.bin"\r\n\r\n'
+        b"\xff\x00\r\n--b--\r\n"
+    )
+    assert parse_inputs(multipart, upload, ascii_only=True)[0].value == b"\xff\x00"
