@@ -17,7 +17,7 @@ number of results for a group raises ``RuntimeError``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass
 from typing import Any
 
@@ -133,57 +133,70 @@ def _one_batch_failed(pre: Any, evidence: ShapeEvidence | None, exc: Exception) 
     return exc
 
 
+#: What a run of one step gave back to ``_plan``: its results, or the exception it raised.
+_Reply = tuple[list[Any] | None, Exception | None]
+#: ``_plan`` yields the ``(input, positions)`` to run next and returns the merged results.
+_Plan = Generator[tuple[Any, list[int]], _Reply, list[Any]]
+
+
+def _plan(pre: Any, accepted: int, evidence: ShapeEvidence | None) -> _Plan:
+    """The per-group logic, free of how a step is called (the drivers below call it,
+    synchronously or awaited, and send back what it gave)."""
+    if not isinstance(pre, ShapeGroups):
+        out, exc = yield pre, list(range(accepted))
+        if exc is not None:
+            error = _one_batch_failed(pre, evidence, exc)
+            if error is exc:
+                raise exc
+            raise error from exc
+        if evidence is not None:
+            evidence.record(pre)
+        assert out is not None
+        return out
+    collector = _Collector(pre, evidence)
+    for positions, tensor in pre.groups:
+        out, exc = yield tensor, positions
+        if exc is not None:
+            if not _keep(exc):
+                raise exc
+            collector.failed(positions, tensor, exc)
+            continue
+        assert out is not None
+        collector.done(positions, tensor, out)
+    return collector.finish()
+
+
 def per_group(
     pre: Any, accepted: int, run: Step, evidence: ShapeEvidence | None = None
 ) -> list[Any]:
     """``run`` on the whole batch, or once per shape group (see the module docstring)."""
-    if not isinstance(pre, ShapeGroups):
-        try:
-            out = run(pre, list(range(accepted)))
-        except Exception as exc:
-            error = _one_batch_failed(pre, evidence, exc)
-            if error is exc:
-                raise
-            raise error from exc
-        if evidence is not None:
-            evidence.record(pre)
-        return out
-    collector = _Collector(pre, evidence)
-    for positions, tensor in pre.groups:
-        try:
-            out = run(tensor, positions)
-        except Exception as exc:
-            if not _keep(exc):
-                raise
-            collector.failed(positions, tensor, exc)
-            continue
-        collector.done(positions, tensor, out)
-    return collector.finish()
+    plan = _plan(pre, accepted, evidence)
+    try:
+        step = next(plan)
+        while True:
+            try:
+                reply: _Reply = (run(*step), None)
+            except Exception as exc:
+                reply = (None, exc)
+            step = plan.send(reply)
+    except StopIteration as finished:
+        result: list[Any] = finished.value
+        return result
 
 
 async def per_group_async(
     pre: Any, accepted: int, run: AsyncStep, evidence: ShapeEvidence | None = None
 ) -> list[Any]:
     """``per_group`` for an awaited step; groups run one after another, in order."""
-    if not isinstance(pre, ShapeGroups):
-        try:
-            out = await run(pre, list(range(accepted)))
-        except Exception as exc:
-            error = _one_batch_failed(pre, evidence, exc)
-            if error is exc:
-                raise
-            raise error from exc
-        if evidence is not None:
-            evidence.record(pre)
-        return out
-    collector = _Collector(pre, evidence)
-    for positions, tensor in pre.groups:
-        try:
-            out = await run(tensor, positions)
-        except Exception as exc:
-            if not _keep(exc):
-                raise
-            collector.failed(positions, tensor, exc)
-            continue
-        collector.done(positions, tensor, out)
-    return collector.finish()
+    plan = _plan(pre, accepted, evidence)
+    try:
+        step = next(plan)
+        while True:
+            try:
+                reply: _Reply = (await run(*step), None)
+            except Exception as exc:
+                reply = (None, exc)
+            step = plan.send(reply)
+    except StopIteration as finished:
+        result: list[Any] = finished.value
+        return result
