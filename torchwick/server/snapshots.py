@@ -18,8 +18,9 @@ Restoring (``torchwick.server.config.loader``): without ``TS_CONFIG_FILE``/``--t
 newest valid snapshot becomes the config file (before ``./config.properties``, as in
 TorchServe); a config file holding ``model_snapshot`` (also one named by ``--ts-config``)
 registers its models at startup instead of ``load_models``, with their versions, default
-version, workers and batch settings taken through the ``models=`` path. A corrupt snapshot is
-reported with its file and line and skipped (an older one is tried), never fatal.
+version, workers and batch settings taken through the ``models=`` path; the worker counts
+are restored exactly as written (0 included, over the archive's yaml). A corrupt snapshot
+is reported with its file and line and skipped (an older one is tried), never fatal.
 """
 
 from __future__ import annotations
@@ -83,7 +84,9 @@ def parse_model_snapshot(text: str, where: str) -> RestoredModels:
     if not isinstance(models, dict):
         raise SnapshotError(f'{where}: {SNAPSHOT_KEY} has no "models" object')
     try:
-        checked, unknown = parse_models_json(f"{SNAPSHOT_KEY}.models", json.dumps(models))
+        checked, unknown = parse_models_json(
+            f"{SNAPSHOT_KEY}.models", json.dumps(models), zero_workers=True
+        )
     except ConfigError as error:
         raise SnapshotError(f"{where}: {error}") from None
     register: list[tuple[str, str]] = []

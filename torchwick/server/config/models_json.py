@@ -49,13 +49,28 @@ _KNOWN_FIELDS = frozenset(
 ModelsMapping = Mapping[str, Mapping[str, Mapping[str, Any]]]
 
 
-def parse_models_json(key: str, raw: str) -> tuple[ModelsMapping, tuple[str, ...]]:
+#: Worker counts a config snapshot records as they were: 0 is a version scaled to zero.
+_WORKER_FIELDS = frozenset({"minWorkers", "maxWorkers"})
+
+
+def _unset(field: str, value: Any, zero_workers: bool) -> bool:
+    if not isinstance(value, int) or isinstance(value, bool):
+        return False
+    if zero_workers and field in _WORKER_FIELDS:
+        return value < 0
+    return value <= 0
+
+
+def parse_models_json(
+    key: str, raw: str, *, zero_workers: bool = False
+) -> tuple[ModelsMapping, tuple[str, ...]]:
     """Validate the ``models`` JSON text.
 
     Returns a read-only ``{name: {version: {field: value}}}`` holding the known fields that are
-    set (non-positive numbers dropped), and the dotted names (``models.<name>.<version>.<field>``)
-    of fields it did not know. Raises ``ConfigError`` naming ``key`` for invalid JSON or a field
-    of the wrong type.
+    set (non-positive numbers dropped; with ``zero_workers``, the reading of a config
+    snapshot, worker counts of 0 are kept), and the dotted names
+    (``models.<name>.<version>.<field>``) of fields it did not know. Raises ``ConfigError``
+    naming ``key`` for invalid JSON or a field of the wrong type.
     """
     text = raw.strip()
     if not text:
@@ -86,8 +101,7 @@ def parse_models_json(key: str, raw: str) -> tuple[ModelsMapping, tuple[str, ...
             kept = {
                 field: value
                 for field, value in overrides.model_dump(by_alias=True, exclude_none=True).items()
-                if field in _KNOWN_FIELDS
-                and not (isinstance(value, int) and not isinstance(value, bool) and value <= 0)
+                if field in _KNOWN_FIELDS and not _unset(field, value, zero_workers)
             }
             checked[str(version)] = MappingProxyType(kept)
         models[str(name)] = MappingProxyType(checked)

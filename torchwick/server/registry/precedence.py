@@ -11,7 +11,9 @@ archive's ``model-config.yaml`` (``torchwick.archiver.ModelConfig``), the ``mode
   yaml *without* these keys force 120 s over the API value; torchwick knowingly does not.)
 - workers: ``initial_workers`` (default ``default_workers_per_model``, else 0); for a startup
   model the startup default, then the ``models=`` JSON ``minWorkers``/``maxWorkers``; a yaml with
-  ``minWorkers > 0`` and ``maxWorkers >= minWorkers`` overrides all of these.
+  ``minWorkers > 0`` and ``maxWorkers >= minWorkers`` overrides all of these. A version
+  restored from a config snapshot gets the snapshot's counts exactly (0 for a version that was
+  scaled to zero), over the yaml: the snapshot is the state the operator left.
 - ``jobQueueSize``, device and parallelism settings come from the yaml, else server defaults.
 - ``max_response_size``, ``limit_max_image_pixels`` and ``decode_input_request`` are the
   server settings at registration time; ``service_envelope`` is the model-config's
@@ -167,14 +169,18 @@ def resolve_version_config(
     )
     startup_timeout = _first(yaml_startup, _positive(json_entry.get("startupTimeout")), startup_api)
 
+    restored = startup_workers is not None and any(n == name for n, _ in settings.restore_models)
     if startup_workers is None:
         min_workers = initial_workers(request, settings)
         max_workers = min_workers
+    elif restored and isinstance(json_entry.get("minWorkers"), int):
+        min_workers = int(json_entry["minWorkers"])
+        max_workers = max(min_workers, int(json_entry.get("maxWorkers", min_workers)))
     else:
         min_workers = _positive(json_entry.get("minWorkers")) or startup_workers
         max_workers = max(min_workers, _positive(json_entry.get("maxWorkers")) or min_workers)
     yaml_min, yaml_max = _positive(yaml.min_workers), yaml.max_workers
-    if yaml_min is not None and yaml_max is not None and yaml_max >= yaml_min:
+    if not restored and yaml_min is not None and yaml_max is not None and yaml_max >= yaml_min:
         min_workers, max_workers = yaml_min, yaml_max
 
     device_type = yaml.device_type if yaml.device_type in ("cpu", "gpu") else "auto"

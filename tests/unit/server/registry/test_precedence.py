@@ -111,6 +111,25 @@ def test_startup_workers_and_json_overrides() -> None:
     assert (s.min_workers, s.max_workers) == (1, 1)
 
 
+def test_a_version_restored_from_a_snapshot_keeps_its_worker_counts_even_zero() -> None:
+    from torchwick.server.config.models_json import parse_models_json
+
+    raw = '{"m": {"1.0": {"minWorkers": 0, "maxWorkers": 0, "batchSize": 0}}}'
+    # From config.properties, 0 means "not set" (TorchServe's rule) ...
+    plain, _ = parse_models_json("models", raw)
+    assert dict(plain["m"]["1.0"]) == {}
+    # ... from a snapshot it is a version that was scaled to zero.
+    restored, _ = parse_models_json("models", raw, zero_workers=True)
+    assert dict(restored["m"]["1.0"]) == {"minWorkers": 0, "maxWorkers": 0}
+    settings = Settings(models=restored, restore_models=(("m", "m.mar"),))
+    yaml = ModelConfig(min_workers=2, max_workers=2)
+    s = spec(startup=1, settings=settings, yaml=yaml)
+    assert (s.min_workers, s.max_workers) == (0, 0)
+    # Not a restored model: the yaml still wins over the models= JSON.
+    s = spec(startup=1, settings=Settings(models=restored), yaml=yaml)
+    assert (s.min_workers, s.max_workers) == (2, 2)
+
+
 def test_yaml_queue_and_device_settings() -> None:
     yaml = ModelConfig(job_queue_size=7, device_type="gpu", device_ids=(1,), parallel_level=2)
     s = spec(None, yaml)
