@@ -8,6 +8,7 @@ tensors. The same request must give the same answer over ``/predictions`` and OI
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -99,6 +100,16 @@ def test_tritonclient_infer_matches_predictions(
     assert rest.status_code == 200
     np.testing.assert_allclose(logits, np.asarray(rest.json(), dtype=np.float32), rtol=1e-5)
     assert result.get_response()["model_version"] == "1.0"
+    # The OIP route's access-log line names the version that served it.
+    log = server.workdir / "logs" / "access_log.log"
+    deadline = time.monotonic() + 15
+    while '"POST /v2/models/mlp/infer HTTP/1.1" 200' not in (
+        log.read_text() if log.exists() else ""
+    ):
+        assert time.monotonic() < deadline, log.read_text() if log.exists() else "no log"
+        time.sleep(0.05)
+    line = next(x for x in log.read_text().splitlines() if "/v2/models/mlp/infer" in x)
+    assert "model=mlp version=1.0 " in line, line
 
 
 def test_token_is_required_for_inference(triton: triton_http.InferenceServerClient) -> None:

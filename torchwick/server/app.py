@@ -256,6 +256,7 @@ class _Server:
             parts.tokens,
             metrics=metrics,
             extra_inference_services=extra_inference_services,
+            access_log=parts.access_log,
         )
         for running in self.grpc.servers:
             # Printed (not only logged), like the REST lines: the test harness reads them.

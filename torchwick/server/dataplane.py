@@ -63,6 +63,7 @@ from torchwick.server.settings import Settings
 from torchwick.server.traffic import TrafficEngine
 
 from .management import ModelManagement
+from .observability.served import SERVED
 from .plane_hooks import (
     InferenceAccounting,
     IntermediateResults,
@@ -156,6 +157,7 @@ class DataPlane(ModelManagement):
         """
         routed = self.traffic.route(model, version, request)
         entry = routed.entry
+        SERVED.set((entry.name, entry.version))
         predict = PredictRequest(
             request.request_id,
             (

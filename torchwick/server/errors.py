@@ -218,3 +218,17 @@ def grpc_code_for_http(status: int) -> str:
     if 200 <= status < 300:
         return "OK"
     return status_for_http(status).grpc_code
+
+
+#: The HTTP status a gRPC code stands for: the first class in ``ERROR_TABLE`` with that code.
+_HTTP_BY_GRPC: dict[str, int] = {"OK": 200, "CANCELLED": 499}
+for _cls, _status in ERROR_TABLE.items():
+    if _cls is not TorchwickError:
+        _HTTP_BY_GRPC.setdefault(_status.grpc_code, _status.http_status)
+
+
+def http_status_for_grpc(code: str) -> int:
+    """HTTP status for a gRPC code name that no typed error produced (``OK`` 200,
+    ``CANCELLED`` 499 like a client that left, else the table's first status with that code,
+    else 500)."""
+    return _HTTP_BY_GRPC.get(code, 500)

@@ -229,3 +229,39 @@ def test_cancelling_a_bidirectional_stream_frees_the_worker(
         Request(model_name="ticks", input={"data": b"0:0:after2"}), metadata=key, timeout=60
     )
     assert after.prediction == b"final after2"
+
+
+def _access_log_with(server: ServerProcess, *texts: str, timeout: float = 15.0) -> list[str]:
+    """The access log's lines, once every one of ``texts`` is in some line (polled)."""
+    path = server.workdir / "logs" / "access_log.log"
+    deadline = time.monotonic() + timeout
+    while True:
+        lines = path.read_text().splitlines() if path.exists() else []
+        if all(any(t in line for line in lines) for t in texts) or time.monotonic() > deadline:
+            for text in texts:
+                assert any(text in line for line in lines), (text, lines[-20:])
+            return lines
+
+
+def test_grpc_calls_are_in_the_access_log(server: ServerProcess, inference: Stub) -> None:
+    method = "/org.pytorch.serve.grpc.inference.InferenceAPIsService/Predictions"
+    answer = inference.Predictions(
+        Request(model_name="echo", input={"data": b"logged"}), metadata=_key(server), timeout=30
+    )
+    assert answer.prediction == b"logged"
+    with pytest.raises(grpc.RpcError):
+        inference.Predictions(
+            Request(model_name="nosuchmodel", input={"data": b"x"}),
+            metadata=_key(server),
+            timeout=30,
+        )
+    with pytest.raises(grpc.RpcError):
+        inference.Predictions(Request(model_name="echo", input={"data": b"x"}), timeout=30)
+    lines = _access_log_with(server, "grpc=OK", "grpc=NOT_FOUND", "grpc=UNAUTHENTICATED")
+    ok = next(line for line in lines if "grpc=OK" in line and method in line)
+    assert f'"POST {method} HTTP/2" 200 ' in ok
+    assert "model=echo version=1.0 bytes=" in ok and "bytes=0 " not in ok
+    missing = next(line for line in lines if "grpc=NOT_FOUND" in line and method in line)
+    assert f'"POST {method} HTTP/2" 404 ' in missing
+    refused = next(line for line in lines if "grpc=UNAUTHENTICATED" in line and method in line)
+    assert f'"POST {method} HTTP/2" 401 ' in refused and "model=- " in refused

@@ -18,13 +18,14 @@ from fastapi.responses import Response
 from starlette.routing import BaseRoute, Router
 from starlette.types import ASGIApp
 
+from torchwick.server.observability.access_log import AccessRecorder
 from torchwick.server.observability.metrics import FrontendMetrics
 from torchwick.server.oip.serving import OipPlane
 from torchwick.server.settings import Settings
 
 from .api_docs import ApiDocuments
 from .errors_http import install_error_handlers
-from .middleware import AccessRecorder, InflightLimit, ServingMiddleware
+from .middleware import InflightLimit, ServingMiddleware
 from .responses import JSON_CONTENT_TYPE, fixed_headers, json_bytes
 from .rest_inference import InferenceApi, InferencePlane
 from .rest_management import (

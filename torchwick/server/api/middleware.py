@@ -39,6 +39,8 @@ from torchwick.server.errors import (
     PayloadTooLarge,
     TorchwickError,
 )
+from torchwick.server.observability.access_log import AccessRecorder
+from torchwick.server.observability.served import SERVED
 
 from .responses import (
     CLIENT_GONE_KEY,
@@ -71,26 +73,6 @@ class ResponseCounter(Protocol):
 
     def count_response(self, status: int) -> None:
         """Count one response."""
-
-
-class AccessRecorder(Protocol):
-    """Takes one access-log entry (``AccessLog.record``)."""
-
-    def record(
-        self,
-        *,
-        client: tuple[str, int] | None,
-        method: str,
-        path: str,
-        query: bytes,
-        version: str,
-        status: int,
-        ms: float,
-        request_id: str = "",
-        model: tuple[str, str] | None = None,
-        sent: int = 0,
-    ) -> None:
-        """Queue one line (formatting happens later, off the event loop)."""
 
 
 class InflightLimit:
@@ -132,6 +114,7 @@ class ServingMiddleware:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
+        SERVED.set(None)
         request_id = new_request_id()
         path: str = scope["path"]
         if len(path) > 1 and path.endswith("/"):
@@ -199,6 +182,6 @@ class ServingMiddleware:
                 status=status,
                 ms=(time.perf_counter() - started) * 1000.0,
                 request_id=request_id,
-                model=scope.get(MODEL_KEY),
+                model=scope.get(MODEL_KEY) or SERVED.get(),
                 sent=sent,
             )

@@ -20,6 +20,7 @@ Settings applied to both servers:
 - ``enable_grpc_ssl``: TLS with the HTTPS keys (``keystore``, else ``private_key_file`` and
   ``certificate_file``);
 - token authorization (``TokenInterceptor``) unless ``disable_token_authorization``;
+- every call written to the access log (``AccessInterceptor``, outermost);
 - malformed request messages answer ``INVALID_ARGUMENT`` (``DecodeGuard``).
 
 ``SO_REUSEPORT`` is off, so a port that is already taken fails the start with
@@ -38,11 +39,13 @@ import grpc
 from grpc import aio
 
 from torchwick.server.api.rest_management import ManagementPlane, ModelForgetter
+from torchwick.server.observability.access_log import AccessRecorder
 from torchwick.server.security.tls import load_tls_material
 from torchwick.server.security.tokens import TokenKind
 from torchwick.server.settings import Settings
 
 from ._generated import inference_pb2_grpc, management_pb2_grpc
+from .access import AccessInterceptor
 from .auth import INFERENCE_SERVICE, MANAGEMENT_SERVICE, TokenChecker, TokenInterceptor
 from .decode import DecodeGuard
 from .health import HealthServicer, add_health_and_reflection
@@ -163,6 +166,7 @@ async def start_grpc_servers(
     *,
     metrics: ModelForgetter | None = None,
     extra_inference_services: Sequence[GrpcServiceHook] = (),
+    access_log: AccessRecorder | None = None,
 ) -> GrpcServers:
     """Bind and start both servers (see the module docs); on a failure, stop what started
     and raise ``GrpcBindError`` (or ``OSError`` for an unreadable TLS file)."""
@@ -208,6 +212,9 @@ async def start_grpc_servers(
             if tokens is not None:
                 # First, so that a call without the key is refused before its request is read.
                 interceptors.insert(0, TokenInterceptor(tokens, kind))
+            if access_log is not None:
+                # Outermost, so that refused calls are logged too.
+                interceptors.insert(0, AccessInterceptor(access_log))
             server = aio.server(
                 interceptors=interceptors,
                 options=server_options(settings, api),

@@ -18,6 +18,7 @@ from google.rpc import error_details_pb2, status_pb2
 
 from torchwick.server.contracts import InferenceResult
 from torchwick.server.errors import TorchwickError, grpc_code_for_http, status_for_http
+from torchwick.server.observability.served import ANSWERED
 
 #: Longest details text sent for a handler's error answer: details travel in the trailers,
 #: whose size clients limit (8 KiB by default), so a large error body is cut here.
@@ -25,7 +26,8 @@ MAX_DETAILS_CHARS = 4096
 
 
 def code_for(error: TorchwickError) -> grpc.StatusCode:
-    """The gRPC code of ``error``'s type."""
+    """The gRPC code of ``error``'s type (its HTTP status is noted for the access log)."""
+    ANSWERED.set(error.status.http_status)
     return grpc.StatusCode[error.status.grpc_code]
 
 
@@ -38,6 +40,7 @@ def result_error(result: InferenceResult) -> tuple[grpc.StatusCode, str, str] | 
     name = grpc_code_for_http(result.status)
     if name == "OK":
         return None
+    ANSWERED.set(result.status)
     details = result.body.decode("utf-8", "replace") if result.body else result.reason
     if not details:
         details = f"Handler answered status {result.status}"

@@ -12,8 +12,10 @@ the model and the version that served (``-`` outside the inference routes, or th
 asked for when the request failed), ``bytes`` the response body size. With
 ``log_format=json`` each line is one JSON object with the same facts (``time``, ``client``,
 ``method``, ``path``, ``protocol``, ``status``, ``latency_ms``, ``request_id``, ``model``,
-``version``, ``bytes``). Lines are queued on the event loop and written in batches by
-``BatchedLineFile``; an unwritable file never fails a request.
+``version``, ``bytes``, and ``grpc_status`` for a gRPC call). gRPC calls are logged too
+(``grpc.access``): ``"POST /<service>/<method> HTTP/2"``, the HTTP status REST would have
+answered, and ``grpc=<STATUS>`` at the end of the line. Lines are queued on the event loop and
+written in batches by ``BatchedLineFile``; an unwritable file never fails a request.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import asyncio
 import json
 import time
 from pathlib import Path
+from typing import Protocol
 
 from .line_file import BatchedLineFile
 
@@ -37,12 +40,13 @@ Entry = tuple[
     str,
     tuple[str, str] | None,
     int,
+    str | None,
 ]
 
 
 def _format(batch: list[Entry]) -> str:
     lines = []
-    for stamp, client, method, path, query, version, status, ms, rid, model, sent in batch:
+    for stamp, client, method, path, query, version, status, ms, rid, model, sent, code in batch:
         local = time.localtime(stamp)
         millis = int((stamp % 1) * 1000)
         peer = f"/{client[0]}:{client[1]}" if client else "/unix"
@@ -51,14 +55,15 @@ def _format(batch: list[Entry]) -> str:
         lines.append(
             f"{time.strftime('%Y-%m-%dT%H:%M:%S', local)}.{millis:03d} {peer} "
             f'"{method} {target} HTTP/{version}" {status} {ms:.0f} '
-            f"rid={rid or '-'} model={name} version={served or '-'} bytes={sent}\n"
+            f"rid={rid or '-'} model={name} version={served or '-'} bytes={sent}"
+            + (f" grpc={code}\n" if code else "\n")
         )
     return "".join(lines)
 
 
 def _format_json(batch: list[Entry]) -> str:
     lines = []
-    for stamp, client, method, path, query, version, status, ms, rid, model, sent in batch:
+    for stamp, client, method, path, query, version, status, ms, rid, model, sent, code in batch:
         record = {
             "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(stamp))
             + f".{int((stamp % 1) * 1000):03d}",
@@ -73,8 +78,31 @@ def _format_json(batch: list[Entry]) -> str:
             "version": (model[1] or None) if model else None,
             "bytes": sent,
         }
+        if code:
+            record["grpc_status"] = code
         lines.append(json.dumps(record, separators=(",", ":")) + "\n")
     return "".join(lines)
+
+
+class AccessRecorder(Protocol):
+    """Takes one access-log entry (``AccessLog.record``; the adapters depend on this only)."""
+
+    def record(
+        self,
+        *,
+        client: tuple[str, int] | None,
+        method: str,
+        path: str,
+        query: bytes,
+        version: str,
+        status: int,
+        ms: float,
+        request_id: str = "",
+        model: tuple[str, str] | None = None,
+        sent: int = 0,
+        grpc_status: str | None = None,
+    ) -> None:
+        """Queue one line (formatting happens later, off the event loop)."""
 
 
 class AccessLog:
@@ -110,10 +138,26 @@ class AccessLog:
         request_id: str = "",
         model: tuple[str, str] | None = None,
         sent: int = 0,
+        grpc_status: str | None = None,
     ) -> None:
-        """Queue one line (hot path: one tuple append; formatting and I/O happen later)."""
+        """Queue one line (hot path: one tuple append; formatting and I/O happen later).
+
+        ``grpc_status`` (a gRPC status name) is given for gRPC calls only."""
         self._file.record(
-            (time.time(), client, method, path, query, version, status, ms, request_id, model, sent)
+            (
+                time.time(),
+                client,
+                method,
+                path,
+                query,
+                version,
+                status,
+                ms,
+                request_id,
+                model,
+                sent,
+                grpc_status,
+            )
         )
 
     def close(self) -> None:
