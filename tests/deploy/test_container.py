@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -34,6 +32,13 @@ from tests.deploy.container import (
     run_container,
     wait_ready,
 )
+from tests.deploy.container_models import (
+    GATE_HANDLER,
+    MLP_HANDLER,
+    OIP_HANDLER,
+    OIP_METADATA,
+    archive,
+)
 from tests.support.models import MLP, save_torchscript
 from torchwick.server.grpc._generated import (
     inference_pb2,
@@ -50,84 +55,10 @@ pytestmark = [
 STORE = "/home/model-server/model-store"
 SYNC = "/sync"
 READY_TIMEOUT_S = 180.0
-ARCHIVER = Path(sys.executable).with_name("torch-model-archiver")
 KEYS = {
     "inference": "container-inference-key-0123456789",
     "management": "container-management-key-0123456789",
 }
-
-#: TorchScript MLP: JSON {"x": [64 floats]} -> {"logits": [10 floats]}.
-MLP_HANDLER = """
-import json
-import os
-
-import torch
-
-_model = {}
-
-
-def handle(data, context):
-    if not _model:
-        model_dir = context.system_properties["model_dir"]
-        _model["m"] = torch.jit.load(os.path.join(model_dir, "model.ts.pt")).eval()
-    if data is None:
-        return None
-    out = []
-    for row in data:
-        body = row.get("body") if row.get("body") is not None else row.get("data")
-        x = torch.tensor(json.loads(body)["x"], dtype=torch.float32)
-        with torch.no_grad():
-            out.append({"logits": _model["m"](x.unsqueeze(0))[0].tolist()})
-    return out
-"""
-
-#: The default BaseHandler: an OIP row's first array is the sample (docs/oip.md).
-OIP_HANDLER = """
-from ts.torch_handler.base_handler import BaseHandler
-
-
-class Handler(BaseHandler):
-    pass
-"""
-
-#: Declared tensors, so the server checks each OIP request against them before queueing it.
-OIP_METADATA = """metadata:
-  platform: pytorch_torchscript
-  inputs:
-    - {name: input__0, datatype: FP32, shape: [-1, 64]}
-  outputs:
-    - {name: logits, datatype: FP32, shape: [-1, 10]}
-"""
-
-#: Holds each request until the test creates /sync/release (after touching /sync/started).
-GATE_HANDLER = """
-import os
-import time
-
-
-def handle(data, context):
-    if data is None:
-        return None
-    open("/sync/started", "w").close()
-    deadline = time.monotonic() + 120
-    while not os.path.exists("/sync/release") and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return ["released" for _ in data]
-"""
-
-
-def archive(
-    tmp: Path, store: Path, name: str, handler: str, *extra: str, metadata: str = ""
-) -> None:
-    """Build ``store/<name>.mar`` with the project's console script."""
-    handler_path = tmp / f"{name}_handler.py"
-    handler_path.write_text(handler)
-    config = tmp / f"{name}-config.yaml"
-    config.write_text("minWorkers: 1\nmaxWorkers: 1\nresponseTimeout: 120\n" + metadata)
-    command = [str(ARCHIVER), "--model-name", name, "--version", "1.0"]
-    command += ["--handler", str(handler_path), "--config-file", str(config)]
-    command += ["--export-path", str(store), *extra]
-    subprocess.run(command, check=True, capture_output=True)
 
 
 @pytest.fixture(scope="module")
