@@ -15,7 +15,7 @@ from torchwick.handlers.messages import PredictResponse
 from torchwick.server.contracts import InferenceResult
 from torchwick.server.errors import TorchwickError
 from torchwick.server.registry import ModelVersionEntry
-from torchwick.server.scheduling.batcher import BatchObserver
+from torchwick.server.scheduling.reporting import BatchObserver
 
 IntermediateResults = Callable[[InferenceResult], None]
 

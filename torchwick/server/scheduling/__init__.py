@@ -1,6 +1,6 @@
 """Per-model-version job queues and dynamic batching (see ``batcher`` for the policy)."""
 
-from .batcher import Batcher, BatcherStats, no_worker_message
+from .batcher import Batcher
 from .pool import (
     AnyBatchPool,
     AnyManagedPool,
@@ -9,11 +9,14 @@ from .pool import (
     ManagedPool,
     WorkerView,
 )
+from .reporting import BatcherStats, BatchObserver, BatchTracer, no_worker_message
 
 __all__ = [
     "AnyBatchPool",
     "AnyManagedPool",
+    "BatchObserver",
     "BatchPool",
+    "BatchTracer",
     "Batcher",
     "BatcherStats",
     "IntermediateSink",

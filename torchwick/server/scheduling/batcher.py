@@ -20,11 +20,10 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, Final, Protocol
+from collections.abc import Callable
+from typing import Any, Final
 
-from torchwick.handlers.messages import BatchTimings, PredictRequest, PredictResponse
+from torchwick.handlers.messages import PredictRequest, PredictResponse
 from torchwick.server.errors import (
     InternalError,
     QueueFull,
@@ -34,6 +33,7 @@ from torchwick.server.errors import (
 )
 
 from .pool import AnyBatchPool, IntermediateSink
+from .reporting import BatcherStats, BatchObserver, BatchTracer
 
 logger = logging.getLogger(__name__)
 
@@ -45,61 +45,6 @@ _TAKEN: Final = 2
 
 #: Rebuild the deque once this many ghosts make up more than half of it.
 _COMPACT_AT: Final = 64
-
-
-def no_worker_message(model: str, version: str | None = None) -> str:
-    """TorchServe's 503 text for "no worker" and "queue full" (the quirky quote is theirs)."""
-    subject = f'Model "{model}"' if version is None else f'Model "{model}" Version {version}"'
-    return (
-        f"{subject} has no worker to serve inference request. Please use scale workers API to "
-        "add workers. If this is a sequence inference, please check if it is closed, or "
-        "expired; or exceeds maxSequenceJobQueueSize"
-    )
-
-
-class BatchObserver(Protocol):
-    """Receives queue timing as batches form (``observability.phases.VersionSeries``)."""
-
-    #: The worker's phase times of the version's last batch (set by the worker channel
-    #: right before ``run_batch`` returns, so ``_execute`` reads its own batch's).
-    last_timings: BatchTimings | None
-
-    def queue_wait(self, seconds: float, /) -> None:
-        """One request's time from enqueue to batch formation."""
-
-    def batch_formed(self, size: int, limit: int, formation_s: float) -> None:
-        """A batch of ``size`` (at most ``limit``) formed; its oldest request waited
-        ``formation_s``."""
-
-
-@dataclass(frozen=True, slots=True)
-class BatcherStats:
-    """Counters since the batcher started; ``queue_time_s`` sums every dispatched request's
-    time from enqueue to batch formation (for the queue latency metric)."""
-
-    requests: int
-    batches: int
-    rejected: int
-    dropped: int
-    pending: int
-    queue_time_s: float
-    #: Requests answered 504 because they waited in the queue past ``queue_timeout_s``.
-    expired: int = 0
-    #: The pool is crash-looping (its last loads failed; it keeps retrying).
-    crash_looping: bool = False
-
-
-class BatchTracer(Protocol):
-    """Adds each traced request's batch phases (``observability.tracing.Tracing``)."""
-
-    def batch(
-        self,
-        traces: Sequence[tuple[Any, float, float]],
-        sent_at: float,
-        done_at: float,
-        timings: BatchTimings | None,
-    ) -> None:
-        """``(trace, enqueued_at, formed_at)`` per traced request of one finished batch."""
 
 
 class _Job:
