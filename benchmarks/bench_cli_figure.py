@@ -87,6 +87,7 @@ def main() -> int:
                 urls[0], "--compare", urls[1], "--body-file", str(body),
                 "--content-type", model.content_type, "--duration", args.duration,
                 "--warmup", "1", "--repeats", args.repeats, "--progress", "never",
+                "--label", "torchwick", "--compare-label", "TorchServe 0.12",
             ]  # fmt: skip
             for mode, loads in (("closed", args.concurrency), ("open", args.rate)):
                 flag = "--concurrency" if mode == "closed" else "--rate"

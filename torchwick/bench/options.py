@@ -70,6 +70,9 @@ class BenchOptions:
     headers: tuple[tuple[str, str], ...]
     token: str | None
     compare_token: str | None
+    #: Names of the targets in the report, the JSON and the plot (default: the URLs).
+    label: str | None
+    compare_label: str | None
     mode: Mode
     loads: tuple[float, ...]
     connections: int
@@ -122,6 +125,8 @@ def build_parser(prog: str = "torchwick bench") -> argparse.ArgumentParser:
     )
     p.add_argument("--token", help="bearer token: sends 'Authorization: Bearer TOKEN'")
     p.add_argument("--compare-token", metavar="TOKEN", help="bearer token for --compare")
+    p.add_argument("--label", metavar="NAME", help="name of the first target in the output")
+    p.add_argument("--compare-label", metavar="NAME", help="name of the --compare target")
     load = p.add_mutually_exclusive_group()
     load.add_argument(
         "--concurrency",
@@ -226,8 +231,15 @@ def check(args: argparse.Namespace) -> BenchOptions:
     _within("--timeout", args.timeout, 0, MAX_TIMEOUT_S, low_open=True)
     _within("--repeats", args.repeats, 1, MAX_REPEATS, low_open=False)
     _within("--time-limit", args.time_limit, 0, MAX_TIME_LIMIT_S, low_open=True)
-    if args.compare_token is not None and args.compare is None:
-        raise UsageError("--compare-token: only with --compare")
+    for option, value in (
+        ("--compare-token", args.compare_token),
+        ("--compare-label", args.compare_label),
+    ):
+        if value is not None and args.compare is None:
+            raise UsageError(f"{option}: only with --compare")
+    for option, value in (("--label", args.label), ("--compare-label", args.compare_label)):
+        if value is not None and not (0 < len(value) <= 40 and value.isprintable()):
+            raise UsageError(f"{option}: 1 to 40 printable characters")
     body, source = _body(args)
     method = args.method or ("POST" if body is not None else "GET")
     if method not in METHODS:
@@ -267,6 +279,8 @@ def check(args: argparse.Namespace) -> BenchOptions:
         headers=tuple(headers),
         token=args.token,
         compare_token=args.compare_token,
+        label=args.label,
+        compare_label=args.compare_label,
         mode=mode,
         loads=loads,
         connections=args.connections,

@@ -191,6 +191,7 @@ def _point_json(point: PointRecord, options: BenchOptions) -> dict[str, Any]:
 def document(
     options: BenchOptions,
     urls: dict[str, str],
+    names: dict[str, str],
     points: Sequence[PointRecord],
     *,
     started_at: str,
@@ -214,7 +215,10 @@ def document(
         "finished_at": finished_at,
         "complete": complete,
         "mode": options.mode,
-        "targets": [{"label": label, "url": url} for label, url in urls.items()],
+        "targets": [
+            {"label": label, "name": names.get(label, url), "url": url}
+            for label, url in urls.items()
+        ],
         "settings": {
             "method": options.method,
             "body_bytes": len(options.body) if options.body is not None else 0,

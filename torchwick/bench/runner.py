@@ -40,6 +40,8 @@ class Prepared:
     """A checked target with its pre-built request."""
 
     label: str
+    #: The target's name in the output (``--label``; the URL by default).
+    name: str
     target: Target
     request: bytes
     tls: ssl.SSLContext | None
@@ -58,10 +60,11 @@ def prepare(options: BenchOptions) -> list[Prepared]:
     """Check every URL against the policy and build its request; raises ``TargetError``."""
     policy = TargetPolicy(options.allow_remote, options.allow_hosts)
     out = []
-    urls = [("A", options.url, options.token)]
+    urls = [("A", options.url, options.token, options.label)]
     if options.compare_url is not None:
-        urls.append(("B", options.compare_url, options.compare_token or options.token))
-    for label, url, token in urls:
+        token = options.compare_token or options.token
+        urls.append(("B", options.compare_url, token, options.compare_label))
+    for label, url, token, name in urls:
         target = check_target(url, policy)
         headers = list(options.headers)
         if token is not None:
@@ -73,7 +76,7 @@ def prepare(options: BenchOptions) -> list[Prepared]:
         if target.scheme == "https":
             cafile = str(options.cacert) if options.cacert is not None else None
             tls = ssl.create_default_context(cafile=cafile)
-        out.append(Prepared(label, target, request, tls))
+        out.append(Prepared(label, name or url, target, request, tls))
     return out
 
 
@@ -137,7 +140,8 @@ class Run:
 def _header(options: BenchOptions, prepared: Sequence[Prepared]) -> str:
     lines = [f"torchwick bench ({loop_name()}), {options.mode} loop"]
     for item in prepared:
-        lines.append(f"  {item.label}: {item.target.url} (connects to {item.target.address})")
+        name = "" if item.name == item.target.url else f"{item.name}: "
+        lines.append(f"  {item.label}: {name}{item.target.url} (connects to {item.target.address})")
     body = f"{len(options.body)} bytes ({options.body_source})" if options.body else "none"
     lines.append(
         f"  {options.method}, body {body}; per point: warm-up {options.warmup_s:g} s, "
@@ -183,11 +187,12 @@ def bench_main(argv: Sequence[str], prog: str = "torchwick bench") -> int:
         interrupted = True
         print("interrupted: reporting the points measured so far", file=sys.stderr)
     finished = datetime.now(UTC).isoformat(timespec="seconds")
-    labels = {item.label: item.target.url for item in prepared}
+    names = {item.label: item.name for item in prepared}
+    urls = {item.label: item.target.url for item in prepared}
     summaries = summarize(run.points)
     if summaries:
         print()
-        print(summary_table(summaries, options.mode, labels))
+        print(summary_table(summaries, options.mode, names))
     if options.compare_url is not None and summaries:
         print()
         print("A / B (A: first URL, B: --compare; medians over the repeats)")
@@ -197,7 +202,8 @@ def bench_main(argv: Sequence[str], prog: str = "torchwick bench") -> int:
     if options.json_path is not None:
         value = document(
             options,
-            labels,
+            urls,
+            names,
             run.points,
             started_at=started,
             finished_at=finished,
@@ -209,8 +215,8 @@ def bench_main(argv: Sequence[str], prog: str = "torchwick bench") -> int:
     if options.plot_path is not None and summaries:
         from torchwick.bench.plot import write_plot
 
-        title = " vs ".join(labels.values())
-        write_plot(options.plot_path, summaries, options.mode, labels, title)
+        title = " vs ".join(names.values())
+        write_plot(options.plot_path, run.points, options.mode, names, title)
         print(f"wrote {options.plot_path}")
     if interrupted:
         return EXIT_INTERRUPTED

@@ -138,6 +138,7 @@ def test_compare_alternates_two_real_servers(
         "--compare", f"{second.inference_url}/predictions/echo",
         "--token", _token(first), "--compare-token", _token(second),
         "--body", "abc", "--concurrency", "1,2", "--repeats", "2", *SHORT,
+        "--label", "first", "--compare-label", "second",
         "--json", str(out_json),
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
@@ -147,7 +148,9 @@ def test_compare_alternates_two_real_servers(
         "A c=2 #1", "B c=2 #1", "A c=2 #2", "B c=2 #2",
     ]  # fmt: skip
     assert "req/s A/B" in result.stdout
+    assert "A first " in result.stdout and "B second " in result.stdout  # the summary table
     doc = _load(out_json)
+    assert [t["name"] for t in doc["targets"]] == ["first", "second"]  # type: ignore[attr-defined]
     assert [t["url"] for t in doc["targets"]] == [  # type: ignore[attr-defined]
         f"{first.inference_url}/predictions/echo",
         f"{second.inference_url}/predictions/echo",

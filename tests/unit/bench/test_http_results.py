@@ -93,6 +93,7 @@ def test_the_json_document_follows_its_schema(tmp_path: Path) -> None:
     value = document(
         options,
         {"A": "http://127.0.0.1:1/p", "B": "http://127.0.0.1:2/p"},
+        {"A": "one", "B": "http://127.0.0.1:2/p"},
         points,
         started_at="2026-12-02T00:00:00+00:00",
         finished_at="2026-12-02T00:00:05+00:00",

@@ -69,6 +69,8 @@ def test_body_headers_and_token(tmp_path: Path) -> None:
         (["--header", "Authorization: Bearer x", "--token", "y"], "--token: an Authorization"),
         (["--token", "a b"], "--token: empty or holds whitespace"),
         (["--compare-token", "x"], "--compare-token: only with --compare"),
+        (["--compare-label", "x"], "--compare-label: only with --compare"),
+        (["--label", "x" * 41], "--label: 1 to 40 printable characters"),
         (["--method", "BREW"], "--method: 'BREW' is not one of"),
         (["--plot", "out.svg"], "--plot: out.svg must end in .png"),
         (["--json", "/no/such/dir/x.json"], "--json: folder /no/such/dir does not exist"),
