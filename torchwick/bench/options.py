@@ -123,8 +123,14 @@ def build_parser(prog: str = "torchwick bench") -> argparse.ArgumentParser:
     p.add_argument(
         "--header", metavar="'NAME: VALUE'", action="append", default=[], help="extra header"
     )
-    p.add_argument("--token", help="bearer token: sends 'Authorization: Bearer TOKEN'")
-    p.add_argument("--compare-token", metavar="TOKEN", help="bearer token for --compare")
+    token = p.add_mutually_exclusive_group()
+    token.add_argument("--token", help="bearer token: sends 'Authorization: Bearer TOKEN'")
+    token.add_argument(
+        "--token-file", metavar="PATH", type=Path, help="read the token from a file (not in ps)"
+    )
+    compare_token = p.add_mutually_exclusive_group()
+    compare_token.add_argument("--compare-token", metavar="TOKEN", help="token for --compare")
+    compare_token.add_argument("--compare-token-file", metavar="PATH", type=Path)
     p.add_argument("--label", metavar="NAME", help="name of the first target in the output")
     p.add_argument("--compare-label", metavar="NAME", help="name of the --compare target")
     load = p.add_mutually_exclusive_group()
@@ -212,8 +218,22 @@ def _body(args: argparse.Namespace) -> tuple[bytes | None, str]:
         raise UsageError(f"--body-file: cannot read {path}: {e.strerror}") from e
 
 
+def _token_file(option: str, path: Path | None) -> str | None:
+    if path is None:
+        return None
+    try:
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise UsageError(f"{option}: cannot read {path}: {e}") from e
+    return lines[0].strip() if lines else ""
+
+
 def check(args: argparse.Namespace) -> BenchOptions:
     """Turn parsed arguments into :class:`BenchOptions`; raises :class:`UsageError`."""
+    if args.token_file is not None:
+        args.token = _token_file("--token-file", args.token_file)
+    if args.compare_token_file is not None:
+        args.compare_token = _token_file("--compare-token-file", args.compare_token_file)
     if args.rate is not None:
         mode: Mode = "open"
         loads = parse_list(args.rate, "--rate", integer=False)

@@ -88,10 +88,12 @@ def _load(path: Path) -> dict[str, object]:
 
 def test_closed_loop_sweep_with_token_json_and_plot(first: ServerProcess, tmp_path: Path) -> None:
     out_json, out_png = tmp_path / "run.json", tmp_path / "run.png"
+    token = tmp_path / "token"
+    token.write_text(_token(first) + "\n")
     url = f"{first.inference_url}/predictions/echo"
     result = bench(
         url, "--body", '{"x": 1}', "--content-type", "application/json",
-        "--token", _token(first), "--concurrency", "1,4", *SHORT,
+        "--token-file", str(token), "--concurrency", "1,4", *SHORT,
         "--json", str(out_json), "--plot", str(out_png),
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr

@@ -44,6 +44,11 @@ def test_body_headers_and_token(tmp_path: Path) -> None:
     assert options.headers == (("X-Trace", "1"), ("Content-Type", "application/json"))
     assert options.token == "abc"
     assert options.mode == "open" and options.loads == (10.0, 20.5)
+    token_file = tmp_path / "token"
+    token_file.write_text("from-a-file\n")
+    assert parse_options([URL, "--token-file", str(token_file)]).token == "from-a-file"
+    with pytest.raises(UsageError, match="--token-file: cannot read"):
+        _check("--token-file", str(tmp_path / "missing"))
     inline = parse_options([URL, "--body", "héllo", "--method", "put"])
     assert inline.body == "héllo".encode() and inline.method == "PUT"
 
