@@ -80,12 +80,17 @@ def prepare(options: BenchOptions) -> list[Prepared]:
     return out
 
 
-def reachable(target: Target) -> str | None:
-    """``None`` when a TCP connection to the target opens, else why not."""
+def reachable(target: Target, tls: ssl.SSLContext | None) -> str | None:
+    """``None`` when a connection to the target opens (with its TLS handshake for https),
+    else why not (refused, timed out, certificate not trusted)."""
+    address = (target.address, target.port)
     try:
-        with socket.create_connection((target.address, target.port), timeout=CONNECT_CHECK_S):
+        with socket.create_connection(address, timeout=CONNECT_CHECK_S) as sock:
+            if tls is not None:
+                with tls.wrap_socket(sock, server_hostname=target.host):
+                    pass
             return None
-    except OSError as e:
+    except OSError as e:  # ssl.SSLError is one
         return f"cannot connect to {target.url} ({target.address}:{target.port}): {e}"
 
 
@@ -171,7 +176,7 @@ def bench_main(argv: Sequence[str], prog: str = "torchwick bench") -> int:
         _error(prog, str(e))
         return EXIT_USAGE
     for item in prepared:
-        problem = reachable(item.target)
+        problem = reachable(item.target, item.tls)
         if problem is not None:
             _error(prog, problem)
             return EXIT_UNREACHABLE
@@ -215,7 +220,8 @@ def bench_main(argv: Sequence[str], prog: str = "torchwick bench") -> int:
     if options.plot_path is not None and summaries:
         from torchwick.bench.plot import write_plot
 
-        title = " vs ".join(names.values())
+        path = prepared[0].target.path
+        title = f"{' vs '.join(names.values())}: {options.method} {path}, {options.mode} loop"
         write_plot(options.plot_path, run.points, options.mode, names, title)
         print(f"wrote {options.plot_path}")
     if interrupted:
