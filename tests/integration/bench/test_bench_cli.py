@@ -8,6 +8,7 @@ Every run here is a fraction of a second per point with small counts.
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -229,3 +230,24 @@ def test_progress_line_on_stderr(first: ServerProcess) -> None:
     assert result.returncode == 0
     assert b"\r[" in result.stderr and b"point 1/1" in result.stderr
     assert b"\r" not in result.stdout
+
+
+def test_ctrl_c_reports_the_points_measured_so_far(first: ServerProcess, tmp_path: Path) -> None:
+    out_json = tmp_path / "interrupted.json"
+    argv = [f"{first.inference_url}/ping", "--concurrency", "1,2,3", "--warmup", "0.1"]
+    argv += ["--duration", "5", "--progress", "never", "--json", str(out_json)]
+    with subprocess.Popen(
+        [TORCHWICK, "bench", *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as process:
+        assert process.stdout is not None
+        for line in process.stdout:  # the first point's line: it is done, the second runs
+            if line.startswith("A c=1 #1:"):
+                break
+        process.send_signal(signal.SIGINT)
+        rest, err = process.communicate(timeout=RUN_TIMEOUT_S)
+    assert process.returncode == 130, rest + err
+    assert "interrupted: reporting the points measured so far" in err
+    assert "c=1" in rest and "c=3" not in rest  # the summary table has the finished point
+    doc = _load(out_json)
+    assert doc["complete"] is False
+    assert [p["load"] for p in doc["points"]] == [1]  # type: ignore[attr-defined]
