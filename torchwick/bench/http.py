@@ -49,8 +49,12 @@ def build_request(
     return head + (body or b"")
 
 
-async def read_response(reader: asyncio.StreamReader) -> tuple[int, bool]:
+async def read_response(
+    reader: asyncio.StreamReader, *, head_request: bool = False
+) -> tuple[int, bool]:
     """Read one whole response; return (status, whether the connection stays open).
+
+    ``head_request``: the answer to a HEAD request, which has no body whatever its headers say.
 
     Raises ``ValueError`` for a status line that is not HTTP and the stream errors of
     ``asyncio`` (``IncompleteReadError``, ``LimitOverrunError``) for a short or huge head.
@@ -61,6 +65,8 @@ async def read_response(reader: asyncio.StreamReader) -> tuple[int, bool]:
     status = int(head[9:12])
     lower = head.lower()
     keep_alive = b"\r\nconnection: close" not in lower
+    if head_request or status in NO_BODY_STATUSES or 100 <= status < 200:
+        return status, keep_alive
     position = lower.find(b"\r\ncontent-length:")
     if position >= 0:
         end = lower.index(b"\r\n", position + 2)
@@ -74,7 +80,7 @@ async def read_response(reader: asyncio.StreamReader) -> tuple[int, bool]:
             await reader.readexactly(size + 2)  # the chunk and its CRLF (or the final CRLF)
             if size == 0:
                 break
-    elif status not in NO_BODY_STATUSES and not 100 <= status < 200:
+    else:
         await reader.read()  # delimited by the connection's end
         keep_alive = False
     return status, keep_alive
@@ -103,6 +109,7 @@ class HttpSlot:
         self._server_hostname = server_hostname
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
+        self._head = request.startswith(b"HEAD ")
 
     async def send(self) -> int:
         """Send the request once and read the whole response; return its status.
@@ -120,7 +127,7 @@ class HttpSlot:
                 )
             self._writer.write(self._request)
             await self._writer.drain()
-            status, keep_alive = await read_response(self._reader)
+            status, keep_alive = await read_response(self._reader, head_request=self._head)
         except (OSError, ValueError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as e:
             self.abort()
             raise ExchangeError(f"{type(e).__name__}: {e}") from e

@@ -40,6 +40,13 @@ async def _read(data: bytes) -> list[tuple[int, bool]]:
     return out
 
 
+async def _read_head(data: bytes) -> list[tuple[int, bool]]:
+    reader = asyncio.StreamReader()
+    reader.feed_data(data)
+    reader.feed_eof()
+    return [await read_response(reader, head_request=True) for _ in range(2)]
+
+
 def test_read_response_frames_by_length_chunks_and_close() -> None:
     data = (
         b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}"
@@ -48,6 +55,10 @@ def test_read_response_frames_by_length_chunks_and_close() -> None:
         b"HTTP/1.1 503 Busy\r\nConnection: close\r\n\r\nthe rest until close"
     )
     assert asyncio.run(_read(data)) == [(200, True), (404, True), (204, True), (503, False)]
+    head = (
+        b"HTTP/1.1 200 OK\r\nContent-Length: 99\r\n\r\nHTTP/1.1 404 No\r\nContent-Length: 0\r\n\r\n"
+    )
+    assert asyncio.run(_read_head(head)) == [(200, True), (404, True)]
     with pytest.raises(ValueError, match="not an HTTP"):
         asyncio.run(_read(b"SSH-2.0-OpenSSH\r\n\r\n"))
     with pytest.raises(asyncio.IncompleteReadError):
