@@ -244,7 +244,11 @@ def test_ctrl_c_reports_the_points_measured_so_far(first: ServerProcess, tmp_pat
             if line.startswith("A c=1 #1:"):
                 break
         process.send_signal(signal.SIGINT)
-        rest, err = process.communicate(timeout=RUN_TIMEOUT_S)
+        process.wait(timeout=RUN_TIMEOUT_S)  # its output is short: the pipes cannot fill
+        # Read through the same buffered files (communicate() would skip their buffers).
+        rest = process.stdout.read()
+        assert process.stderr is not None
+        err = process.stderr.read()
     assert process.returncode == 130, rest + err
     assert "interrupted: reporting the points measured so far" in err
     assert "c=1" in rest and "c=3" not in rest  # the summary table has the finished point
