@@ -14,6 +14,9 @@ and by a request count, and the benchmark only ever points them at 127.0.0.1.
 Run as a script (``python bench_client.py --trivial-server``), this module serves a trivial
 endpoint (fixed ``200 {}`` for any request, bodies read and dropped) on a free port and prints
 the port: the benchmark measures the client's own ceiling against it.
+
+The request builder, the response reader, the percentile and the event-loop choice come from
+``torchwick.bench.http`` and ``torchwick.bench.stats``, the client of ``torchwick bench``.
 """
 
 from __future__ import annotations
@@ -21,8 +24,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import importlib.metadata
-import math
 import signal
 import sys
 import time
@@ -31,28 +32,20 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import cast
 
-NO_BODY_STATUSES = frozenset({204, 304})
+from torchwick.bench import http
+from torchwick.bench.http import loop_name, new_event_loop
+from torchwick.bench.stats import percentile
+
+__all__ = ["LoadResult", "build_request", "loop_name", "new_event_loop", "percentile", "run_load"]
 
 
 def build_request(
     host: str, port: int, path: str, body: bytes | None, content_type: str | None
 ) -> bytes:
     """One complete HTTP/1.1 request, sent as is for every request of a point."""
-    lines = [f"{'POST' if body is not None else 'GET'} {path} HTTP/1.1", f"Host: {host}:{port}"]
-    if body is not None:
-        if content_type:
-            lines.append(f"Content-Type: {content_type}")
-        lines.append(f"Content-Length: {len(body)}")
-    head = ("\r\n".join(lines) + "\r\n\r\n").encode("ascii")
-    return head + (body or b"")
-
-
-def percentile(sorted_values: list[float], fraction: float) -> float:
-    """Nearest-rank percentile of an ascending list (NaN when empty)."""
-    if not sorted_values:
-        return math.nan
-    rank = max(1, math.ceil(fraction * len(sorted_values)))
-    return sorted_values[rank - 1]
+    headers = [("Content-Type", content_type)] if body is not None and content_type else []
+    method = "POST" if body is not None else "GET"
+    return http.build_request(method, f"{host}:{port}", path, body, headers)
 
 
 @dataclass
@@ -107,31 +100,6 @@ class _Point:
         self.all_answered = asyncio.Event()
 
 
-async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bool]:
-    """Read one whole response; return (status, whether the connection stays open)."""
-    head = await reader.readuntil(b"\r\n\r\n")
-    status = int(head[9:12])
-    lower = head.lower()
-    keep_alive = b"\r\nconnection: close" not in lower
-    position = lower.find(b"\r\ncontent-length:")
-    if position >= 0:
-        end = lower.index(b"\r\n", position + 2)
-        length = int(lower[position + 17 : end])
-        if length:
-            await reader.readexactly(length)
-    elif b"\r\ntransfer-encoding: chunked" in lower:
-        while True:
-            size_line = await reader.readuntil(b"\r\n")
-            size = int(size_line.split(b";", 1)[0], 16)
-            await reader.readexactly(size + 2)  # the chunk and its CRLF (or the final CRLF)
-            if size == 0:
-                break
-    elif status not in NO_BODY_STATUSES and not 100 <= status < 200:
-        await reader.read()  # delimited by the connection's end
-        keep_alive = False
-    return status, keep_alive
-
-
 def _close(writer: asyncio.StreamWriter | None) -> None:
     if writer is not None:
         writer.transport.abort()
@@ -156,7 +124,7 @@ async def _connection(index: int, point: _Point, host: str, port: int, request: 
             try:
                 writer.write(request)
                 await writer.drain()
-                status, keep_alive = await _read_response(reader)
+                status, keep_alive = await http.read_response(reader)
             except (OSError, ValueError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
                 point.started_ns[index] = 0
                 if point.measuring:
@@ -265,23 +233,6 @@ async def run_load(
         latencies_ms=latencies,
         total_responses=point.total_responses,
     )
-
-
-def new_event_loop() -> asyncio.AbstractEventLoop:
-    """uvloop's loop when it is installed (it is in torchwick's venv), else asyncio's."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.new_event_loop()
-    loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
-    return loop
-
-
-def loop_name() -> str:
-    try:
-        return f"uvloop {importlib.metadata.version('uvloop')}"
-    except importlib.metadata.PackageNotFoundError:
-        return "asyncio"
 
 
 # --- the trivial endpoint ------------------------------------------------------------------------

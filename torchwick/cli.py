@@ -4,6 +4,7 @@
     torchwick start [FLAGS]    start it in the background; same as ``torchserve --start``
     torchwick stop             stop a running server; same as ``torchserve --stop``
     torchwick archive [ARGS]   build or inspect a model archive (``torch-model-archiver`` flags)
+    torchwick bench URL [ARGS] load a running server and report throughput and latency
     torchwick --version
 
 ``FLAGS`` are ``torchserve``'s (``--model-store``, ``--models``, ``--ts-config``, ...).
@@ -25,6 +26,7 @@ commands:
   start     start the model server in the background (same as torchserve --start)
   stop      stop the running model server (same as torchserve --stop)
   archive   build or inspect a model archive (torch-model-archiver flags)
+  bench     load a running server (torchwick or TorchServe): throughput, latency, errors
 
 options:
   -h, --help     show this help
@@ -65,5 +67,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         from torchwick.archiver.cli import archive_main
 
         return archive_main(rest, prog="torchwick archive")
+    if command == "bench":
+        from torchwick.bench import bench_main
+
+        return bench_main(rest, prog="torchwick bench")
     sys.stderr.write(f"torchwick: unknown command {command!r}\n\n{USAGE}")
     return 2
