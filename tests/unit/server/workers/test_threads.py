@@ -200,6 +200,21 @@ def test_run_delay_meter_sums_the_second_schedstat_field(tmp_path: Path) -> None
     assert meter.available and meter.read() == pytest.approx(2.5)
 
 
+def test_run_delay_meter_rereads_kept_files_and_follows_the_task_list(tmp_path: Path) -> None:
+    for tid in ("1", "2"):
+        (tmp_path / tid).mkdir()
+        (tmp_path / tid / "schedstat").write_text("1 1000000000 1\n")
+    meter = RunDelayMeter(tmp_path)
+    assert meter.read() == pytest.approx(2.0)
+    (tmp_path / "1" / "schedstat").write_text("1 3000000000 1\n")  # the thread waited more
+    (tmp_path / "2" / "schedstat").unlink()
+    (tmp_path / "2").rmdir()  # the thread exited
+    (tmp_path / "3").mkdir()  # a new one started
+    (tmp_path / "3" / "schedstat").write_text("1 500000000 1\n")
+    assert meter.read() == pytest.approx(3.5)
+    meter.close()
+
+
 def test_run_delay_meter_is_unavailable_without_proc(tmp_path: Path) -> None:
     meter = RunDelayMeter(tmp_path / "missing")
     assert not meter.available and meter.read() is None
