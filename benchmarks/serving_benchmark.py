@@ -49,7 +49,9 @@ Under contention (``--contended``, or ``--hog-cores 0`` with any plan): a busy-l
 normal priority pinned to each listed core (``bench_hog.py``; started and verified before the
 configs, killed at the end) runs beside both servers for every point, and the CPU table gains
 its share. ``--contended`` alone is ResNet-18 batch 8 at c=32 with a hog on core 0, servers
-alternated, without the start-up and client-ceiling steps::
+alternated, without the start-up and client-ceiling steps (``--hog-cores ''`` makes it the
+control run without a hog); torchwick's workers' drops to one thread are counted from its
+model log::
 
     .venv/bin/python benchmarks/serving_benchmark.py --contended --repeats 4 --seconds 8
 
@@ -220,7 +222,11 @@ def parse_options(argv: Sequence[str] | None) -> Options:
         help="ResNet-18 batch 8 at c=32 beside a CPU hog on core 0 (unless --models, "
         "--configs, --concurrency or --hog-cores say otherwise); no start-up steps",
     )
-    add("--hog-cores", help="cores to pin one busy-loop hog each to, e.g. 0 or 0,1 (none)")
+    add(
+        "--hog-cores",
+        help="cores to pin one busy-loop hog each to, e.g. 0 or 0,1 (none; --contended: 0, "
+        "'' for its control run without a hog)",
+    )
     add("--configs", default="", help="only these serving configs, e.g. resnet-b8 (all)")
     add("--json", type=Path, help="also write every result to this file")
     add("--keep", action="store_true", help="keep the work dir (archives, server logs)")
@@ -232,7 +238,8 @@ def parse_options(argv: Sequence[str] | None) -> Options:
         args.models = args.models or "resnet"
         args.configs = args.configs or "resnet-b8"
         args.concurrency = args.concurrency or (32,)
-        args.hog_cores = args.hog_cores or "0"
+        # --hog-cores '' gives the same plan without a hog: the control run.
+        args.hog_cores = "0" if args.hog_cores is None else args.hog_cores
     args.models = args.models or "mlp,resnet"
     if args.tuned is None:
         args.tuned = "" if contended else "mlp"
@@ -1005,12 +1012,16 @@ class Benchmark:
 
 
 def contention_drops(workdir: Path) -> int:
-    """Lines in a torchwick server's logs saying a worker dropped to one thread (contended)."""
-    count = 0
-    for path in workdir.rglob("*.log"):
-        with contextlib.suppress(OSError):
-            count += path.read_text(errors="replace").count("(cores contended)")
-    return count
+    """Lines in a torchwick server's model log saying a worker dropped to one thread.
+
+    Only ``logs/model_log.log`` (the server's ``log_location`` under its working directory):
+    the same line is also in the server log and on its stdout.
+    """
+    try:
+        text = (workdir / "logs" / "model_log.log").read_text(errors="replace")
+    except OSError:
+        return 0
+    return text.count("(cores contended)")
 
 
 def _stop_process_group(process: subprocess.Popen[str]) -> None:
