@@ -1364,7 +1364,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 benchmark.client_ceiling()
                 if benchmark.servers:
                     benchmark.startup()
-            benchmark.start_hog()
+            try:
+                benchmark.start_hog()
+            except RuntimeError as error:
+                # Without the hog there is no contended figure to take: say why and stop.
+                say(f"  CPU hog did not start: {error}")
+                configs = []
+                status = 2
             for index, config in enumerate(configs):
                 if benchmark.servers:
                     benchmark.run_config(index, config)
@@ -1376,7 +1382,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             status = 130
         finally:
             benchmark.close()
-    if status:
+    if status == 130:
         say("\n== INTERRUPTED: servers stopped; what was measured so far follows ==")
         benchmark.results.meta["interrupted"] = True
     report(options, configs, benchmark.results)
