@@ -139,6 +139,8 @@ class CpuUse:
     bystanders_s: float
     #: Everything else on the machine (other users of this shared box).
     rest_of_machine_s: float
+    #: The contended benchmark's CPU hogs (``bench_hog``), taken out of the rest.
+    hog_s: float = 0.0
 
     def as_dict(self) -> dict[str, float]:
         return {
@@ -148,6 +150,7 @@ class CpuUse:
             "client_s": round(self.client_s, 4),
             "bystanders_s": round(self.bystanders_s, 4),
             "rest_of_machine_s": round(self.rest_of_machine_s, 4),
+            "hog_s": round(self.hog_s, 4),
         }
 
 

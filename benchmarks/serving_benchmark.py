@@ -45,6 +45,16 @@ example, the issue-7 guard (add ``--ping-repeats 3`` for three alternated ``/pin
         --baseline-python /work/wt-base/.venv/bin/python --tuned '' --concurrency 1,32 \
         --seconds 4 --repeats 3 --startup-repeats 3 --ping-repeats 3
 
+Under contention (``--contended``, or ``--hog-cores 0`` with any plan): a busy-loop process at
+normal priority pinned to each listed core (``bench_hog.py``; started and verified before the
+configs, killed at the end) runs beside both servers for every point, and the CPU table gains
+its share. ``--contended`` alone is ResNet-18 batch 8 at c=32 with a hog on core 0, servers
+alternated, without the start-up and client-ceiling steps (``--hog-cores ''`` makes it the
+control run without a hog); torchwick's workers' drops to one thread are counted from its
+model log::
+
+    .venv/bin/python benchmarks/serving_benchmark.py --contended --repeats 4 --seconds 8
+
 Nothing here asserts a number: it measures and prints (and writes ``--json``).
 """
 
@@ -64,7 +74,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Coroutine, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from types import FrameType
 from typing import Any, TypeVar
@@ -72,6 +82,7 @@ from typing import Any, TypeVar
 import torch
 from bench_client import LoadResult, build_request, loop_name, new_event_loop, run_load
 from bench_compare import report_baseline, source_of
+from bench_hog import Hog, parse_cores
 from bench_models import MODEL_NAMES, BenchModel, Ceiling, CeilingMeter, build_model
 from bench_procs import CpuSnapshot, CpuUse, difference, snapshot
 from bench_servers import (
@@ -126,6 +137,12 @@ class Options:
     json_path: Path | None
     keep: bool
     quick: bool
+    #: Cores that get a busy-loop hog each for the whole run (empty: none).
+    hog_cores: tuple[int, ...] = ()
+    #: Only these serving configs (keys such as ``resnet-b8``; empty: all of the plan).
+    only_configs: tuple[str, ...] = ()
+    #: ``--contended``: skip the start-up and client-ceiling steps.
+    contended: bool = False
 
 
 def _csv(text: str) -> tuple[str, ...]:
@@ -146,10 +163,10 @@ def parse_options(argv: Sequence[str] | None) -> Options:
     )
     add = parser.add_argument
     add("--quick", action="store_true", help="smoke run of about 2 minutes")
-    add("--models", default="mlp,resnet", help=f"of {','.join(MODEL_NAMES)} (mlp,resnet)")
+    add("--models", help=f"of {','.join(MODEL_NAMES)} (mlp,resnet; --contended: resnet)")
     add("--servers", default=f"{TORCHWICK},{TORCHSERVE}", help="(torchwick,torchserve)")
     add("--concurrency", type=_ints, help="client connections per point (1,8,32,64 / 1,32)")
-    add("--tuned", default="mlp", help="models that also get batch 8 x 2 workers (mlp; '' none)")
+    add("--tuned", help="models that also get batch 8 x 2 workers (mlp; '' none; --contended '')")
     add("--tuned-concurrency", type=_ints, default=(32,), help="for those configs (32)")
     add("--seconds", type=float, help="measured seconds per point (4 / 1)")
     add("--warmup", type=float, help="discarded seconds per point, at least a round (0.5 / 0.3)")
@@ -199,11 +216,37 @@ def parse_options(argv: Sequence[str] | None) -> Options:
         metavar="KEY=VALUE",
         help="extra config.properties line for TorchServe (repeatable)",
     )
+    add(
+        "--contended",
+        action="store_true",
+        help="ResNet-18 batch 8 at c=32 beside a CPU hog on core 0 (unless --models, "
+        "--configs, --concurrency or --hog-cores say otherwise); no start-up steps",
+    )
+    add(
+        "--hog-cores",
+        help="cores to pin one busy-loop hog each to, e.g. 0 or 0,1 (none; --contended: 0, "
+        "'' for its control run without a hog)",
+    )
+    add("--configs", default="", help="only these serving configs, e.g. resnet-b8 (all)")
     add("--json", type=Path, help="also write every result to this file")
     add("--keep", action="store_true", help="keep the work dir (archives, server logs)")
     args = parser.parse_args(argv)
 
     quick = bool(args.quick)
+    contended = bool(args.contended)
+    if contended:
+        args.models = args.models or "resnet"
+        args.configs = args.configs or "resnet-b8"
+        args.concurrency = args.concurrency or (32,)
+        # --hog-cores '' gives the same plan without a hog: the control run.
+        args.hog_cores = "0" if args.hog_cores is None else args.hog_cores
+    args.models = args.models or "mlp,resnet"
+    if args.tuned is None:
+        args.tuned = "" if contended else "mlp"
+    try:
+        hog_cores = parse_cores(args.hog_cores, os.sched_getaffinity(0)) if args.hog_cores else ()
+    except ValueError as error:
+        parser.error(str(error))
     models = _csv(args.models)
     servers = _csv(args.servers)
     if args.baseline_python is not None and TORCHWICK_BASE not in servers:
@@ -252,6 +295,9 @@ def parse_options(argv: Sequence[str] | None) -> Options:
         json_path=args.json,
         keep=bool(args.keep),
         quick=quick,
+        hog_cores=hog_cores,
+        only_configs=_csv(args.configs),
+        contended=contended,
     )
 
 
@@ -297,6 +343,8 @@ def plan(options: Options) -> list[ServingConfig]:
                               options.tuned_concurrency,
                               f"batch 8 +{options.max_batch_delay} ms, 2 workers x 1 thread")
             )  # fmt: skip
+    if options.only_configs:
+        configs = [c for c in configs if c.key in options.only_configs]
     return configs
 
 
@@ -338,6 +386,8 @@ class Results:
     startup: list[dict[str, Any]] = field(default_factory=list)
     config_starts: list[dict[str, Any]] = field(default_factory=list)
     points: list[PointRecord] = field(default_factory=list)
+    #: Per torchwick server and config: how often its workers logged a drop to one thread.
+    contention_drops: list[dict[str, Any]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -473,6 +523,7 @@ class Benchmark:
         self.meter = CeilingMeter()
         self.stores: dict[str, Path] = {}
         self.servers: list[str] = []
+        self.hog: Hog | None = None
 
     # ---- lifecycle
 
@@ -515,6 +566,9 @@ class Benchmark:
                 signal.signal(sig, handler)
 
     def _close(self) -> None:
+        if self.hog is not None:
+            self.hog.stop()
+            self.hog = None
         for server in self.running:
             with contextlib.suppress(Exception):
                 server.stop()
@@ -542,6 +596,19 @@ class Benchmark:
             remove_tree(server.workdir)
 
     # ---- steps
+
+    def start_hog(self) -> None:
+        """Start the ``--hog-cores`` hogs (verified: alive, pinned, busy) for the whole run."""
+        if not self.options.hog_cores:
+            return
+        self.hog = Hog(self.options.hog_cores)
+        self.hog.start()
+        self.results.meta["hog"] = {"cores": list(self.options.hog_cores), "pids": self.hog.pids}
+        say(
+            f"  CPU hog: busy-loop pid(s) {', '.join(map(str, self.hog.pids))} pinned to core(s) "
+            f"{', '.join(map(str, self.options.hog_cores))}, normal priority, verified busy"
+        )
+        say()
 
     def check_servers(self) -> None:
         for name in self.options.servers:
@@ -571,6 +638,7 @@ class Benchmark:
             "archiver": options.archiver,
             "extra_properties": {k: list(v) for k, v in options.properties.items() if v},
             "servers": list(self.servers),
+            "hog_cores": list(options.hog_cores),
         }
         if TORCHSERVE in self.servers:
             meta["torchserve"] = tool_version(
@@ -700,9 +768,11 @@ class Benchmark:
         warmup: float | None = None,
     ) -> tuple[LoadResult, CpuUse]:
         marks: list[CpuSnapshot] = []
+        hog_marks: list[float] = []
 
         def mark() -> None:
             marks.append(snapshot(root, classify, bystanders))
+            hog_marks.append(self.hog.cpu_s() if self.hog is not None else 0.0)
 
         result = self.run_async(
             run_load(
@@ -719,7 +789,13 @@ class Benchmark:
             )
         )
         time.sleep(0.1)  # let the last batch's bookkeeping settle before the next point
-        return result, difference(marks[0], marks[1])
+        cpu = difference(marks[0], marks[1])
+        if self.hog is not None:
+            # The hog is part of "the rest of the machine": shown apart.
+            hog_s = hog_marks[1] - hog_marks[0]
+            rest = max(0.0, cpu.rest_of_machine_s - hog_s)
+            cpu = replace(cpu, hog_s=hog_s, rest_of_machine_s=rest)
+        return result, cpu
 
     def startup(self) -> None:
         """Empty model store: start to /ping 200, frontend idle RSS, /ping throughput."""
@@ -866,6 +942,12 @@ class Benchmark:
                         "frontend_rss_after_load": server.frontend_rss(),
                     }
                 )
+                if name != TORCHSERVE:
+                    drops = contention_drops(server.workdir)
+                    self.results.contention_drops.append(
+                        {"config": config.key, "server": name, "drops": drops}
+                    )
+                    say(f"   {LABELS[name]}: workers dropped to one thread (contended) {drops}x")
         finally:
             for server in started.values():
                 self._stop(server)
@@ -927,6 +1009,19 @@ class Benchmark:
             f"{fmt_rate(record.throughput):>7} req/s  p50 {fmt_ms(record.p50_ms)} ms  "
             f"p99 {fmt_ms(record.p99_ms)} ms{errors}"
         )
+
+
+def contention_drops(workdir: Path) -> int:
+    """Lines in a torchwick server's model log saying a worker dropped to one thread.
+
+    Only ``logs/model_log.log`` (the server's ``log_location`` under its working directory):
+    the same line is also in the server log and on its stdout.
+    """
+    try:
+        text = (workdir / "logs" / "model_log.log").read_text(errors="replace")
+    except OSError:
+        return 0
+    return text.count("(cores contended)")
 
 
 def _stop_process_group(process: subprocess.Popen[str]) -> None:
@@ -1126,10 +1221,11 @@ def report(options: Options, configs: Sequence[ServingConfig], results: Results)
                          f"{cores['frontend_s']:.2f}", f"{cores['workers_s']:.2f}",
                          f"{cores['server_other_s']:.2f}", f"{cores['client_s']:.2f}",
                          f"{cores['bystanders_s']:.2f}", f"{cores['rest_of_machine_s']:.2f}",
+                         f"{cores.get('hog_s', 0.0):.2f}",
                          fmt_rate(summary.frontend_us_per_request)]
                     )  # fmt: skip
         say(table(["config", "c", "server", "frontend", "workers", "other", "client",
-                   "beside", "rest", "frontend us/req"], rows))  # fmt: skip
+                   "beside", "rest", "hog", "frontend us/req"], rows))  # fmt: skip
 
         headline(configs, results, summaries, servers)
 
@@ -1210,6 +1306,17 @@ def headline(
                 f"{LABELS[name]}: ready (/ping 200) {fmt_s(median([s['ping_s'] for s in starts]))}"
                 f" after start, frontend idle RSS {fmt_mb(median(rss) if rss else None)}"
             )
+    hog = results.meta.get("hog")
+    if hog:
+        for (config, concurrency, name), s in sorted(summaries.items()):
+            other = summaries.get((config, concurrency, TORCHSERVE))
+            if name == TORCHWICK and other is not None:
+                lines.append(
+                    f"Under a CPU hog on core(s) {','.join(map(str, hog['cores']))}: {config} "
+                    f"c={concurrency} torchwick {fmt_rate(s.throughput)} req/s, TorchServe "
+                    f"{fmt_rate(other.throughput)} req/s = "
+                    f"{fmt_ratio(s.throughput, other.throughput)}"
+                )
     if lines:
         say()
         say("== Headline (this run's medians; the targets are in shared/design/PERFORMANCE.md)")
@@ -1253,9 +1360,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             benchmark.check_servers()
             benchmark.describe_environment()
             benchmark.build()
-            benchmark.client_ceiling()
-            if benchmark.servers:
-                benchmark.startup()
+            if not options.contended:
+                benchmark.client_ceiling()
+                if benchmark.servers:
+                    benchmark.startup()
+            try:
+                benchmark.start_hog()
+            except RuntimeError as error:
+                # Without the hog there is no contended figure to take: say why and stop.
+                say(f"  CPU hog did not start: {error}")
+                configs = []
+                status = 2
             for index, config in enumerate(configs):
                 if benchmark.servers:
                     benchmark.run_config(index, config)
@@ -1267,7 +1382,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             status = 130
         finally:
             benchmark.close()
-    if status:
+    if status == 130:
         say("\n== INTERRUPTED: servers stopped; what was measured so far follows ==")
         benchmark.results.meta["interrupted"] = True
     report(options, configs, benchmark.results)

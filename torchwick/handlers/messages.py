@@ -101,7 +101,9 @@ class LoadSpec:
     token do). ``handler`` is the manifest's handler (or the registration override): a built-in
     name, ``module``, ``module:function`` or ``file.py[:function]`` relative to ``model_dir``.
     ``gpu_id`` is ``None`` for CPU. ``threads`` is the worker's torch/OpenMP/MKL thread budget;
-    with ``adaptive_threads`` the worker may drop to one thread while batches are tiny.
+    with ``adaptive_threads`` the worker may drop to one thread while batches are tiny or its
+    cores are contended. ``omp_spin_count`` is the ``GOMP_SPINCOUNT`` the worker sets before
+    torch is imported (unless its environment has a wait policy already); -1 sets none.
     ``max_response_size`` caps each response body and each answer frame.
     ``service_envelope`` is ``body``, ``json``, ``kserve``, ``kservev2`` or ``None``
     (config.properties ``service_envelope``). ``metrics_config`` is the path of the
@@ -122,6 +124,7 @@ class LoadSpec:
     service_envelope: str | None = None
     threads: int = 1
     adaptive_threads: bool = False
+    omp_spin_count: int = -1
     max_response_size: int = DEFAULT_MAX_RESPONSE_SIZE
     metrics_config: str | None = None
     #: Folders appended to the worker's ``sys.path`` after ``model_dir``: the per-model pip

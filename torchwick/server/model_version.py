@@ -84,12 +84,20 @@ class ModelVersionConfig:
     max_json_depth: int = 64
     max_image_pixels: int = 50_000_000
 
-    def load_spec(self, *, gpu_id: int | None, threads: int, adaptive_threads: bool) -> LoadSpec:
+    def load_spec(
+        self,
+        *,
+        gpu_id: int | None,
+        threads: int,
+        adaptive_threads: bool,
+        omp_spin_count: int = -1,
+    ) -> LoadSpec:
         """The LOAD frame for one worker of this version: this config plus the worker's placement.
 
         ``gpu_id`` (``None`` for CPU) and ``threads`` (torch's thread budget, >= 1) are chosen
         by the supervisor per worker; ``adaptive_threads`` lets the worker drop to one thread
-        for tiny batches (see ``workers.threads``).
+        for tiny batches or contended cores (see ``workers.threads``); ``omp_spin_count`` is
+        the server's ``worker_omp_spin_count`` (-1: OpenMP's default).
         """
         return LoadSpec(
             model_name=self.name,
@@ -108,6 +116,7 @@ class ModelVersionConfig:
             extra_paths=list(self.extra_paths),
             threads=max(1, threads),
             adaptive_threads=adaptive_threads,
+            omp_spin_count=omp_spin_count,
             max_response_size=self.max_response_size,
             max_json_depth=self.max_json_depth,
             max_image_pixels=self.max_image_pixels,

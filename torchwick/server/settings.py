@@ -78,6 +78,10 @@ class Settings:
     keystore_type: str | None = None
     #: torch threads per worker; 0 means cores / total workers.
     worker_threads: int = 0
+    #: GNU OpenMP's ``GOMP_SPINCOUNT`` for workers (how long a thread spins at a barrier
+    #: before it sleeps); -1 leaves OpenMP's default. Not applied when the environment already
+    #: sets ``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT`` (see ``workers.threads``).
+    worker_omp_spin_count: int = 1000
     #: Seconds between worker heartbeats; a worker silent for 3 intervals is replaced.
     worker_heartbeat_s: float = 5.0
     log_location: Path = Path("logs")

@@ -59,6 +59,8 @@ ECHO_HANDLER = textwrap.dedent(
                 import torch
 
                 body = f"{torch.get_num_threads()} {os.environ.get('OMP_NUM_THREADS')}"
+            if body == "spin":
+                body = f"{os.environ.get('GOMP_SPINCOUNT')} {os.environ.get('OMP_WAIT_POLICY')}"
             context.metrics.add_counter("Echoed", 1)
             out.append(body)
         return out

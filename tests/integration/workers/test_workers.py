@@ -198,6 +198,31 @@ async def test_worker_settings_travel_in_the_load_frame_only(
     assert response.body == b"1 1"
 
 
+@pytest.mark.parametrize(("setting", "expected"), [(None, b"1000 None"), (0, b"0 None")])
+async def test_the_omp_spin_count_reaches_the_worker_before_torch(
+    make_harness: HarnessFactory, setting: int | None, expected: bytes
+) -> None:
+    options = {} if setting is None else {"worker_omp_spin_count": setting}
+    harness = make_harness(**options)
+    pool = harness.pool()
+    await asyncio.wait_for(pool.scale(1, wait=True), 60)
+    [response] = await _run(pool, "spin")
+    assert response.body == expected
+
+
+async def test_an_operator_wait_policy_is_kept(
+    make_harness: HarnessFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The worker inherits the server's environment: an explicit policy there wins.
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    monkeypatch.delenv("GOMP_SPINCOUNT", raising=False)
+    harness = make_harness()
+    pool = harness.pool()
+    await asyncio.wait_for(pool.scale(1, wait=True), 60)
+    [response] = await _run(pool, "spin")
+    assert response.body == b"None ACTIVE"
+
+
 def test_on_uvloop(tmp_path: Path, model_dir: Path) -> None:
     """The server runs on uvloop: its transports are not asyncio.Transport subclasses."""
     uvloop = pytest.importorskip("uvloop")

@@ -214,6 +214,8 @@ KEYS: dict[str, KeySpec] = {
         "worker_threads",
     ),
     **_same(_int(1), "job_queue_size", "max_request_size", "max_response_size"),
+    # torchwick only: GOMP_SPINCOUNT for workers, -1 for OpenMP's default (docs/configuration.md)
+    **_same(_int(-1), "worker_omp_spin_count"),
     **_same(_int(1), "metric_time_interval"),
     **_same(_optional_int(0), "number_of_gpu"),
     **_same(_positive_float, "token_expiration_min", "worker_heartbeat_s"),

@@ -212,6 +212,7 @@ class WorkerSupervisor:
             gpu_id=gpu_id,
             threads=self.threads_per_worker(),
             adaptive_threads=self.adaptive_threads(),
+            omp_spin_count=self.settings.worker_omp_spin_count,
         )
         token = secrets.token_hex(16)
         return WorkerProcess(

@@ -6,7 +6,8 @@ serves frames one at a time on its main thread: LOAD once, then PREDICT/DESCRIBE
 serially, PING between them, SHUTDOWN to exit. The LOAD frame (``LoadSpec``) carries every
 setting: the worker applies its thread budget (``OMP_NUM_THREADS``/``MKL_NUM_THREADS``, then
 torch's intra/inter-op threads; torch is first imported here, so OpenMP and MKL size their
-pools from it), its adaptive-threads flag and its response size limit, then loads the model.
+pools from it; the OpenMP spin count goes into the environment first), its adaptive-threads
+flag and its response size limit, then loads the model.
 Nothing but frames goes over the socket; stdout and stderr (where the ``torchwick.model``
 logger writes) are captured by the frontend.
 
@@ -30,8 +31,9 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, MutableMapping, Sequence
 from dataclasses import replace
+from functools import partial
 from typing import Protocol
 
 from torchwick.handlers.messages import (
@@ -44,6 +46,7 @@ from torchwick.handlers.messages import (
 )
 from torchwick.handlers.redact import redact_paths
 
+from .cpu_share import RunDelayMeter
 from .ipc import (
     TOKEN_ENV,
     Buffers,
@@ -61,7 +64,7 @@ from .ipc import (
 from .sanitize import checked_metrics, checked_responses
 from .sanitize import error_response as _error
 from .stream import BlockingFrameSocket
-from .threads import AdaptiveThreads
+from .threads import AdaptiveThreads, omp_wait_environment
 
 logger = logging.getLogger("torchwick.server.workers.worker")
 
@@ -112,7 +115,9 @@ class WorkerLoop:
     On LOAD it calls ``apply_threads(spec.threads)`` before loading the model (a failure there
     is a failed load) and, when ``spec.adaptive_threads`` and the budget exceeds one, adapts
     the intra-op threads per batch through ``set_intra_op``. Both are injectable so that tests
-    need not change the threads of their own process.
+    need not change the threads of their own process. The OpenMP wait variables of
+    ``spec.omp_spin_count`` go into ``environ`` (``os.environ`` by default) before
+    ``apply_threads`` imports torch.
     """
 
     def __init__(
@@ -122,11 +127,13 @@ class WorkerLoop:
         *,
         apply_threads: Callable[[int], None] | None = None,
         set_intra_op: Callable[[int], None] | None = None,
+        environ: MutableMapping[str, str] | None = None,
     ) -> None:
         self._conn = conn
         self._threads: AdaptiveThreads | None = None
         self._apply_threads = apply_threads or apply_thread_budget
         self._set_intra_op = set_intra_op or set_intra_op_threads
+        self._environ = os.environ if environ is None else environ
         self._load_service = load_service
         # Until LOAD says otherwise (the frontend sends LOAD first; earlier batches get 503s).
         self._max_response_size = DEFAULT_MAX_RESPONSE_SIZE
@@ -159,9 +166,12 @@ class WorkerLoop:
         self._max_response_size = spec.max_response_size
         budget = max(1, spec.threads)
         try:
+            self._environ.update(omp_wait_environment(spec.omp_spin_count, self._environ))
             self._apply_threads(budget)
             if spec.adaptive_threads and budget > 1:
-                self._threads = AdaptiveThreads(budget, self._set_intra_op)
+                meter = RunDelayMeter()
+                waits = meter.read if meter.available else None
+                self._threads = AdaptiveThreads(budget, self._set_intra_op, waits=waits)
             self._service = self._load_service(spec, self._emit_intermediate, self._emit_metric)
         except Exception as exc:
             status, message = load_error_status(exc)
@@ -185,9 +195,7 @@ class WorkerLoop:
             elif self._threads is None:
                 responses = service.predict(batch)
             else:
-                started = time.perf_counter()
-                responses = service.predict(batch)
-                self._threads.observe(time.perf_counter() - started)
+                responses = self._threads.run(partial(service.predict, batch), len(batch))
         except MemoryError:
             logger.exception("batch %d ran out of memory", batch_id)
             responses = [_error(r.request_id, 507, "System out of memory") for r in batch]

@@ -143,7 +143,9 @@ async def test_new_worker_load_frame_is_derived_from_the_version_config(
     worker_id, gpu_id = supervisor.open_slot(config, "m")  # two live slots: 8 cores / 2
     worker = supervisor.new_worker(config, worker_id, gpu_id)
     assert worker.name == "W-9001-m_2.0"
-    assert worker.spec == config.load_spec(gpu_id=1, threads=threads, adaptive_threads=adaptive)
+    assert worker.spec == config.load_spec(
+        gpu_id=1, threads=threads, adaptive_threads=adaptive, omp_spin_count=1000
+    )
     spec = worker.spec
     assert (spec.model_dir, spec.handler, spec.batch_size, spec.gpu_id) == (
         str(tmp_path),
