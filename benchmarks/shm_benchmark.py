@@ -125,7 +125,12 @@ async def _timed(run: Callable[[], Awaitable[object]], seconds: float, pid: int)
 async def _measure(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     root = Path(tempfile.mkdtemp(prefix="shmbench"))
-    supervisor = WorkerSupervisor(Settings(log_location=root / "logs", worker_threads=args.threads))
+    # The in-process and forward points block this event loop for seconds at a time: a long
+    # heartbeat keeps the idle workers from being judged hung meanwhile.
+    settings = Settings(
+        log_location=root / "logs", worker_threads=args.threads, worker_heartbeat_s=3600.0
+    )
+    supervisor = WorkerSupervisor(settings)
     meter = CeilingMeter()
     results: dict[tuple[str, int, str], list[Point]] = {}
     try:
