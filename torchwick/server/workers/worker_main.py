@@ -15,8 +15,10 @@ out-of-memory, else 500) and message, then the process exits with code 1. A hand
 inside a batch is the model service's to turn into per-request statuses; anything escaping it
 becomes a 500 (507 for ``MemoryError``) for every request of that batch, and the worker lives
 on. A response body above the LOAD frame's ``max_response_size`` is replaced by a 500 for that
-request only. The worker exits when the frontend closes the connection, and (on Linux) when the
-frontend process dies.
+request only. A shared-memory descriptor it cannot resolve (``shm_frames``: arena not mapped,
+range too small, extent freed or reused) fails that request alone with a 500 naming why; its
+batch-mates run. The worker exits when the frontend closes the connection, and (on Linux) when
+the frontend process dies.
 """
 
 from __future__ import annotations
