@@ -35,9 +35,19 @@ class UnsupportedOutputError(TypeError):
 
 
 def decode_value(
-    value: bytes, content_type: str | None, decode: bool, max_json_depth: int = 64
+    value: bytes | memoryview,
+    content_type: str | None,
+    decode: bool,
+    max_json_depth: int = 64,
+    *,
+    buffers: bool = False,
 ) -> Any:
     """One parameter's value as the handler sees it.
+
+    With ``buffers`` (a handler that declares ``zero_copy_inputs = True``) a value that is not
+    parsed as JSON or text is passed on as it arrived, without the ``bytearray`` copy: ``bytes``,
+    or a read-only ``memoryview`` of the frontend's shared memory for large values. Such a view
+    is valid until the handler returns; a handler that keeps it must copy it.
 
     JSON nested deeper than ``max_json_depth`` raises ``BadRequest`` (the request alone is
     answered 400); JSON that does not parse is passed on as raw bytes, as in TorchServe.
@@ -50,10 +60,12 @@ def decode_value(
         from torchwick.server.oip.frames import decode_tensor
 
         return decode_tensor("input", value, content_type)
+    kind = content_type.lower() if decode and content_type is not None else ""
+    if buffers and kind != "application/json" and not kind.startswith("text/"):
+        return value
     raw = bytearray(value)
-    if not decode or content_type is None:
+    if not kind:
         return raw
-    kind = content_type.lower()
     if kind == "application/json":
         if json_too_deep(raw, max_json_depth):
             raise BadRequest(f"JSON input nests deeper than max_json_depth ({max_json_depth})")
@@ -72,7 +84,7 @@ def decode_value(
 
 
 def decode_request(
-    request: PredictRequest, decode: bool, max_json_depth: int = 64
+    request: PredictRequest, decode: bool, max_json_depth: int = 64, *, buffers: bool = False
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """``(input_row, request_headers)`` for one request (``BadRequest`` for JSON nested
     deeper than ``max_json_depth``; ``InvalidTensor`` for a malformed OIP tensor).
@@ -92,7 +104,7 @@ def decode_request(
             )
         else:
             row[parameter.name] = decode_value(
-                parameter.value, parameter.content_type, decode, max_json_depth
+                parameter.value, parameter.content_type, decode, max_json_depth, buffers=buffers
             )
         headers[parameter.name] = {"content-type": parameter.content_type}
     return row, headers

@@ -22,10 +22,13 @@ class InputParameter:
     """One named input of a request: a form field, or the whole body named ``body``.
 
     ``content_type`` is the MIME type without parameters, or ``None`` when unknown.
+    ``value`` is ``bytes``, or inside a worker a read-only ``memoryview`` of the frontend's
+    shared memory (values of at least ``LoadSpec.shm_threshold`` bytes): valid only until the
+    worker has answered the batch (see ``torchwick.server.workers.shm``).
     """
 
     name: str
-    value: bytes
+    value: bytes | memoryview
     content_type: str | None = None
 
 
@@ -134,3 +137,8 @@ class LoadSpec:
     #: built-in vision handlers (config.properties ``max_json_depth``, ``max_image_pixels``).
     max_json_depth: int = 64
     max_image_pixels: int = 50_000_000
+    #: Request values and answer bodies of at least this many bytes travel through a
+    #: shared-memory arena of ``shm_size`` bytes per worker instead of the socket
+    #: (config.properties ``ipc_shm_threshold``/``ipc_shm_size``); 0 turns that off.
+    shm_threshold: int = 0
+    shm_size: int = 0

@@ -91,6 +91,9 @@ class ModelService:
         self.entry = entry
         self.envelope = envelope
         self._declared = declared_outputs(spec.model_yaml_config)
+        #: The handler takes raw values as buffers (``zero_copy_inputs = True`` on its class or
+        #: entry function): no ``bytearray`` copy; see ``codec.decode_value``.
+        self._buffers = getattr(entry.instance or entry.handle, "zero_copy_inputs", False) is True
         #: The phase times of the last batch ``predict`` ran (``worker`` is the worker's to
         #: fill in); reset to unmeasured at the start of every batch.
         self.last_timings = BatchTimings()
@@ -167,7 +170,10 @@ class ModelService:
             try:
                 decoded.append(
                     decode_request(
-                        request, self.spec.decode_input_request, self.spec.max_json_depth
+                        request,
+                        self.spec.decode_input_request,
+                        self.spec.max_json_depth,
+                        buffers=self._buffers,
                     )
                 )
             except DecodeError as exc:

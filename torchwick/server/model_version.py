@@ -83,6 +83,9 @@ class ModelVersionConfig:
     extra_paths: tuple[str, ...] = ()
     max_json_depth: int = 64
     max_image_pixels: int = 50_000_000
+    #: Shared-memory IPC (``ipc_shm_threshold``/``ipc_shm_size``; threshold 0: off).
+    shm_threshold: int = 0
+    shm_size: int = 0
 
     def load_spec(
         self,
@@ -120,4 +123,6 @@ class ModelVersionConfig:
             max_response_size=self.max_response_size,
             max_json_depth=self.max_json_depth,
             max_image_pixels=self.max_image_pixels,
+            shm_threshold=self.shm_threshold,
+            shm_size=self.shm_size,
         )

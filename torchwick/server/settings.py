@@ -170,6 +170,11 @@ class Settings:
     form_value_charset: str = "utf-8"
     #: Pixels of one decoded image in the built-in vision handlers (400 past it).
     max_image_pixels: int = 50_000_000
+    #: Request values and answer bodies of at least this many bytes go between the frontend
+    #: and a worker through shared memory (0: never); each worker gets an arena of
+    #: ``ipc_shm_size`` bytes (0: none). See docs/architecture.md, "Shared memory".
+    ipc_shm_threshold: int = 256 * 1024
+    ipc_shm_size: int = 64 * 1024 * 1024
     #: gRPC: concurrent streams per HTTP/2 connection, RPCs being served in all
     #: (RESOURCE_EXHAUSTED past it), seconds before an idle connection is closed, metadata
     #: bytes per call.

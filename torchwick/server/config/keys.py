@@ -247,6 +247,8 @@ KEYS: dict[str, KeySpec] = {
     **_same(_int(1), "max_json_depth", "max_multipart_parts", "max_image_pixels"),
     **_same(_int(1), "grpc_max_concurrent_streams", "grpc_max_concurrent_rpcs"),
     **_same(_int(1), "grpc_max_metadata_size"),
+    # shared-memory IPC between the frontend and its workers (docs/architecture.md)
+    **_same(_int(0), "ipc_shm_threshold", "ipc_shm_size"),
 }
 
 #: Keys that steer loading itself; read from the file only.

@@ -214,4 +214,6 @@ def resolve_version_config(
         extra_paths=extra_paths,
         max_json_depth=settings.max_json_depth,
         max_image_pixels=settings.max_image_pixels,
+        shm_threshold=settings.ipc_shm_threshold,
+        shm_size=settings.ipc_shm_size,
     )

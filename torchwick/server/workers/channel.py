@@ -20,22 +20,28 @@ import logging
 from collections.abc import Callable
 from typing import Any, cast
 
-from torchwick.handlers.messages import BatchTimings, MetricRecord, PredictResponse
+from torchwick.handlers.messages import (
+    BatchTimings,
+    MetricRecord,
+    PredictRequest,
+    PredictResponse,
+)
 from torchwick.server.errors import InternalError, WorkerDied
 
+from . import shm_frames
 from .ipc import (
     RESULT_KINDS,
     Buffers,
     FrameTooLargeError,
     Kind,
     ProtocolError,
-    decode_answer,
     decode_hello,
     decode_load_result,
     decode_metrics,
     decode_responses,
     encode_ping,
 )
+from .shm_lane import ShmLane, ShmSettings, send_with_fd
 from .stream import FrameDecoder
 
 logger = logging.getLogger(__name__)
@@ -71,6 +77,7 @@ class WorkerChannel(asyncio.BufferedProtocol):
         max_response_size: int,
         on_metrics: MetricsHandler,
         clock: Callable[[], float],
+        shm: ShmSettings | None = None,
     ) -> None:
         self.name = name
         self._token = token
@@ -92,6 +99,8 @@ class WorkerChannel(asyncio.BufferedProtocol):
         self._ping_seq = 0
         #: The worker's phase times from the last answer frame (None: it sent none).
         self.last_timings: BatchTimings | None = None
+        #: The shared-memory lane to this worker (``shm_lane``); attached after a good LOAD.
+        self.shm: ShmLane | None = ShmLane(shm) if shm is not None and shm.enabled else None
 
     # ---- asyncio.BufferedProtocol ----------------------------------------------------------
 
@@ -141,6 +150,11 @@ class WorkerChannel(asyncio.BufferedProtocol):
         transport.writelines(buffers)
         return future
 
+    def encode_requests(self, kind: Kind, batch_id: int, batch: list[PredictRequest]) -> Buffers:
+        """The PREDICT/DESCRIBE frame for ``batch``: large values through shared memory when
+        the lane is attached and has room, else all by socket."""
+        return shm_frames.encode_requests(kind, batch_id, batch, self.shm)
+
     def finish(self, future: asyncio.Future[Any]) -> None:
         """Forget the pending operation of ``future``; a late result will be dropped."""
         op = self._op
@@ -178,7 +192,10 @@ class WorkerChannel(asyncio.BufferedProtocol):
             return
         if kind in (Kind.PREDICT_RESULT, Kind.DESCRIBE_RESULT):
             self.outstanding -= 1
-            batch_id, responses, self.last_timings = decode_answer(header, payload)
+            lane = self.shm
+            batch_id, responses, self.last_timings = shm_frames.decode_answer(header, payload, lane)
+            if lane is not None:
+                lane.settle(batch_id)  # bodies are copied out: the extent is free again
             self._resolve(kind, batch_id, responses)
         elif kind == Kind.INTERMEDIATE:
             batch_id, responses = decode_responses(header, payload)
@@ -199,7 +216,13 @@ class WorkerChannel(asyncio.BufferedProtocol):
             pass  # buffer_updated already refreshed last_seen
         elif kind == Kind.LOAD_RESULT:
             self.outstanding -= 1
-            self._resolve(kind, 0, decode_load_result(header))
+            result = decode_load_result(header)
+            if result[0] == 200 and self.shm is not None:
+                self._attach_shm(self.shm)
+            self._resolve(kind, 0, result)
+        elif kind == Kind.SHM_ATTACH_RESULT:
+            if self.shm is not None:
+                self.shm.attached(*decode_load_result(header))
         else:
             raise ProtocolError(f"unexpected frame kind {kind} from a worker")
 
@@ -208,9 +231,28 @@ class WorkerChannel(asyncio.BufferedProtocol):
         if op is not None and op.op_id == op_id and op.expect == kind and not op.future.done():
             op.future.set_result(result)
 
+    def _attach_shm(self, lane: ShmLane) -> None:
+        # Right after LOAD_RESULT nothing else is queued to the worker (no batch is sent
+        # before the load is done), so the descriptor-carrying frame cannot overtake one.
+        try:
+            lane.open()
+            frame, fd = lane.attach_frame()
+            send_with_fd(self._transport, frame, fd)
+        except (OSError, ValueError) as exc:  # no memfd, or the socket was busy
+            logger.warning("worker %s: shared memory not used: %s", self.name, exc)
+            lane.close()
+            if isinstance(exc, ConnectionError):
+                self.abort(f"shared-memory attach failed: {exc}")
+            return
+        finally:
+            if lane.arena is not None:
+                lane.arena.close_fd()  # the worker has its copy (or none): the map suffices
+
     def _on_oversize(self, error: FrameTooLargeError) -> None:
         if error.kind in RESULT_KINDS:
             self.outstanding -= 1
+            if self.shm is not None and error.kind != Kind.LOAD_RESULT:
+                self.shm.settle_oldest()
         op = self._op
         message = (
             f"Worker {self.name} sent a response of {error.size} bytes, more than "
@@ -231,5 +273,7 @@ class WorkerChannel(asyncio.BufferedProtocol):
         op = self._op
         if op is not None and not op.future.done():
             op.future.set_exception(error)
+        if self.shm is not None:
+            self.shm.close()  # the worker is gone: nobody else maps the arena any more
         if not self.lost.done():
             self.lost.set_result(None)

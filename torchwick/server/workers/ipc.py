@@ -66,6 +66,8 @@ class Kind(IntEnum):
     PING = 10  # F->W (seq,)
     PONG = 11  # W->F (seq,)
     SHUTDOWN = 12  # F->W ()
+    SHM_ATTACH = 13  # F->W (arena_id, size) + the arena's memfd as SCM_RIGHTS (see shm_lane)
+    SHM_ATTACH_RESULT = 14  # W->F (status, message)
 
 
 #: Kinds that end an operation the frontend is waiting for.

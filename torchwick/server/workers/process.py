@@ -40,8 +40,9 @@ from torchwick.server.errors import InternalError, ResponseTimeout
 
 from .channel import IntermediateHandler, MetricsHandler, WorkerChannel
 from .config import WorkerInfo, WorkerStatus
-from .ipc import Kind, encode_load, encode_requests, encode_shutdown
+from .ipc import Kind, encode_load, encode_shutdown
 from .model_log import ModelLog
+from .shm_lane import ShmSettings
 
 #: Receives the worker's ``BatchTimings`` of one batch and its round trip in seconds.
 TimingsHandler = Callable[[BatchTimings, float], None]
@@ -132,6 +133,7 @@ class WorkerProcess:
             max_response_size=spec.max_response_size,
             on_metrics=on_metrics,
             clock=clock,
+            shm=ShmSettings(spec.shm_threshold, spec.shm_size, spec.max_response_size),
         )
 
     @property
@@ -272,7 +274,7 @@ class WorkerProcess:
         channel = self.channel
         sent = time.perf_counter()
         future = channel.start(
-            encode_requests(kind, batch_id, batch), batch_id, expect, on_intermediate
+            channel.encode_requests(kind, batch_id, batch), batch_id, expect, on_intermediate
         )
         timer = asyncio.get_running_loop().call_later(timeout, self._expire, future, timeout)
         try:

@@ -8,6 +8,9 @@ reported, so the stream stays usable.
 
 from __future__ import annotations
 
+import array
+import io
+import os
 import socket
 import threading
 from collections.abc import Callable
@@ -122,7 +125,8 @@ class BlockingFrameSocket:
 
     def __init__(self, sock: socket.socket, *, max_payload: int = 1 << 40) -> None:
         self._sock = sock
-        self._reader = sock.makefile("rb", buffering=256 * 1024)
+        self._raw = _FdSocketIO(sock)
+        self._reader = io.BufferedReader(self._raw, 256 * 1024)
         self._lock = threading.Lock()
         self._max_payload = max_payload
 
@@ -169,10 +173,49 @@ class BlockingFrameSocket:
             else:
                 _send_gathered(self._sock, buffers)
 
+    def take_fds(self) -> list[int]:
+        """Descriptors received (``SCM_RIGHTS``) since the last call, oldest first; the
+        caller owns them. The frame that announced them has been read when this is called
+        (the kernel delivers a descriptor with the first byte sent alongside it)."""
+        fds, self._raw.fds = self._raw.fds, []
+        return fds
+
     def close(self) -> None:
-        """Close the socket; pending reads see end of stream."""
+        """Close the socket (and any received descriptor nobody took); pending reads see end
+        of stream."""
+        for fd in self.take_fds():
+            os.close(fd)
         self._reader.close()
         self._sock.close()
+
+
+#: Room for a few descriptors per read; more than the protocol ever sends at once.
+_ANCILLARY = socket.CMSG_SPACE(4 * array.array("i").itemsize)
+
+
+class _FdSocketIO(io.RawIOBase):
+    """``socket.SocketIO`` for reading, except that it uses ``recvmsg_into`` and keeps any
+    descriptors passed with the bytes (``SCM_RIGHTS``, close-on-exec) in ``fds``: a plain
+    ``recv`` would make the kernel discard them."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        super().__init__()
+        self._sock = sock
+        self.fds: list[int] = []
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        nbytes, ancdata, _flags, _addr = self._sock.recvmsg_into(
+            [buffer], _ANCILLARY, socket.MSG_CMSG_CLOEXEC
+        )
+        for level, kind, data in ancdata:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                fds = array.array("i")
+                fds.frombytes(data[: len(data) - len(data) % fds.itemsize])
+                self.fds.extend(fds)
+        return nbytes
 
 
 def _send_gathered(sock: socket.socket, buffers: Buffers) -> None:

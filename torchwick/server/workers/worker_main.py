@@ -16,8 +16,10 @@ out-of-memory, else 500) and message, then the process exits with code 1. A hand
 inside a batch is the model service's to turn into per-request statuses; anything escaping it
 becomes a 500 (507 for ``MemoryError``) for every request of that batch, and the worker lives
 on. A response body above the LOAD frame's ``max_response_size`` is replaced by a 500 for that
-request only. The worker exits when the frontend closes the connection, and (on Linux) when the
-frontend process dies.
+request only. A shared-memory descriptor it cannot resolve (``shm_frames``: arena not mapped,
+range too small, extent freed or reused) fails that request alone with a 500 naming why; its
+batch-mates run. The worker exits when the frontend closes the connection, and (on Linux) when
+the frontend process dies.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from torchwick.handlers.messages import (
 )
 from torchwick.handlers.redact import redact_paths
 
+from . import shm_frames
 from .cpu_share import RunDelayMeter
 from .ipc import (
     TOKEN_ENV,
@@ -53,7 +56,6 @@ from .ipc import (
     Kind,
     ProtocolError,
     decode_load,
-    decode_requests,
     decode_seq,
     encode_hello,
     encode_load_result,
@@ -63,6 +65,7 @@ from .ipc import (
 )
 from .sanitize import checked_metrics, checked_responses
 from .sanitize import error_response as _error
+from .shm import ShmMapping
 from .stream import BlockingFrameSocket
 from .threads import AdaptiveThreads, omp_wait_environment
 
@@ -141,6 +144,10 @@ class WorkerLoop:
         self._batch_id = 0
         self._metrics: list[MetricRecord] = []
         self._metrics_lock = threading.Lock()
+        #: The frontend's shared-memory arena once SHM_ATTACH mapped it (see ``shm_frames``),
+        #: and the LOAD frame's threshold for answers through it (0: by socket).
+        self._shm: ShmMapping | None = None
+        self._shm_threshold = 0
 
     def run(self) -> int:
         """Serve frames; 0 after SHUTDOWN or a closed connection, 1 after a failed load."""
@@ -159,11 +166,15 @@ class WorkerLoop:
                     return 1
             elif kind == Kind.SHUTDOWN:
                 return 0
+            elif kind == Kind.SHM_ATTACH:
+                self._shm, answer = shm_frames.attach(header, conn.take_fds())
+                conn.send(answer)
             else:
                 raise ProtocolError(f"unexpected frame kind {kind} from the frontend")
 
     def _load(self, spec: LoadSpec) -> bool:
         self._max_response_size = spec.max_response_size
+        self._shm_threshold = spec.shm_threshold
         budget = max(1, spec.threads)
         try:
             self._environ.update(omp_wait_environment(spec.omp_spin_count, self._environ))
@@ -184,11 +195,16 @@ class WorkerLoop:
 
     def _serve(self, kind: int, header: bytes, payload: bytes) -> None:
         received = time.perf_counter()
-        batch_id, batch = decode_requests(header, payload)
+        decoded = shm_frames.decode_requests(header, payload, self._shm)
+        batch_id, batch = decoded.batch_id, decoded.requests
+        if decoded.refused:  # shared-memory inputs it cannot read: answered on their own
+            batch = [r for r in batch if r.request_id not in decoded.refused]
         self._batch_id = batch_id
         service = self._service
         try:
-            if service is None:
+            if not batch:
+                responses = []
+            elif service is None:
                 responses = [_error(r.request_id, 503, "Model is not loaded") for r in batch]
             elif kind == Kind.DESCRIBE:
                 responses = [service.describe(batch[0])]
@@ -207,6 +223,8 @@ class WorkerLoop:
             message = f"Model service returned {len(responses)} responses for {len(batch)} requests"
             logger.error("%s", message)
             responses = [_error(r.request_id, 500, message) for r in batch]
+        if decoded.refused:
+            responses = shm_frames.with_refused(decoded, responses)
         result = Kind.DESCRIBE_RESULT if kind == Kind.DESCRIBE else Kind.PREDICT_RESULT
         checked = checked_responses(responses, self._max_response_size)
         timings = None
@@ -217,7 +235,17 @@ class WorkerLoop:
             if not isinstance(phases, BatchTimings):
                 phases = _UNMEASURED
             timings = replace(phases, worker=time.perf_counter() - received)
-        self._send_with_metrics(encode_responses(result, batch_id, checked, timings))
+        self._send_with_metrics(
+            shm_frames.encode_answer(
+                result,
+                batch_id,
+                checked,
+                timings,
+                region=decoded.region,
+                mapping=self._shm,
+                threshold=self._shm_threshold,
+            )
+        )
 
     def _emit_intermediate(self, responses: list[PredictResponse]) -> None:
         chunks = [

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from torchwick.archiver import ModelConfig
+from torchwick.server.config import CliOptions, ConfigError, load_settings
 from torchwick.server.errors import BadRequest
 from torchwick.server.registry import ModelVersionConfig, RegisterRequest, resolve_version_config
 from torchwick.server.registry.startup import (
@@ -210,3 +212,20 @@ def test_model_config_may_choose_the_service_envelope() -> None:
     assert model_envelope({"service_envelope": "KServeV2"}) == "kservev2"
     with pytest.raises(BadRequest, match="service_envelope"):
         model_envelope({"service_envelope": "soap"})
+
+
+def test_shared_memory_settings_reach_the_load_frame(tmp_path: Path) -> None:
+    (tmp_path / "config.properties").write_text("ipc_shm_threshold=4096\nipc_shm_size=1048576\n")
+    settings = load_settings(CliOptions(), {}, tmp_path)
+    assert (settings.ipc_shm_threshold, settings.ipc_shm_size) == (4096, 1048576)
+    load = spec(settings=settings).load_spec(gpu_id=None, threads=1, adaptive_threads=False)
+    assert (load.shm_threshold, load.shm_size) == (4096, 1048576)
+    # On by default (256 KiB, 64 MiB arenas); 0 turns it off; a negative size is refused.
+    default = spec().load_spec(gpu_id=None, threads=1, adaptive_threads=False)
+    assert (default.shm_threshold, default.shm_size) == (256 * 1024, 64 * 1024 * 1024)
+    (tmp_path / "config.properties").write_text("ipc_shm_threshold=0\n")
+    off = spec(settings=load_settings(CliOptions(), {}, tmp_path))
+    assert off.load_spec(gpu_id=None, threads=1, adaptive_threads=False).shm_threshold == 0
+    (tmp_path / "config.properties").write_text("ipc_shm_size=-1\n")
+    with pytest.raises(ConfigError, match="ipc_shm_size"):
+        load_settings(CliOptions(), {}, tmp_path)
