@@ -131,3 +131,6 @@ class LoadSpec:
     #: built-in vision handlers (config.properties ``max_json_depth``, ``max_image_pixels``).
     max_json_depth: int = 64
     max_image_pixels: int = 50_000_000
+    #: Workers placed on this worker's GPU when it was started (this one included), which
+    #: ``handler: {gpu_memory_fraction: auto}`` divides the GPU's memory by; 1 on CPU.
+    gpu_workers: int = 1

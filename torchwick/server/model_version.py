@@ -83,13 +83,19 @@ class ModelVersionConfig:
     extra_paths: tuple[str, ...] = ()
     max_json_depth: int = 64
     max_image_pixels: int = 50_000_000
+    #: Batches one worker holds at once (model-config ``handler.pipeline_depth``): with 2 or
+    #: more the pool hands a worker its next batch while the current one runs.
+    pipeline_depth: int = 1
 
-    def load_spec(self, *, gpu_id: int | None, threads: int, adaptive_threads: bool) -> LoadSpec:
+    def load_spec(
+        self, *, gpu_id: int | None, threads: int, adaptive_threads: bool, gpu_workers: int = 1
+    ) -> LoadSpec:
         """The LOAD frame for one worker of this version: this config plus the worker's placement.
 
         ``gpu_id`` (``None`` for CPU) and ``threads`` (torch's thread budget, >= 1) are chosen
         by the supervisor per worker; ``adaptive_threads`` lets the worker drop to one thread
-        for tiny batches (see ``workers.threads``).
+        for tiny batches (see ``workers.threads``); ``gpu_workers`` counts the workers on
+        ``gpu_id`` (this one included), for ``handler.gpu_memory_fraction: auto``.
         """
         return LoadSpec(
             model_name=self.name,
@@ -111,4 +117,5 @@ class ModelVersionConfig:
             max_response_size=self.max_response_size,
             max_json_depth=self.max_json_depth,
             max_image_pixels=self.max_image_pixels,
+            gpu_workers=max(1, gpu_workers),
         )

@@ -13,6 +13,8 @@ archive's ``model-config.yaml`` (``torchwick.archiver.ModelConfig``), the ``mode
   model the startup default, then the ``models=`` JSON ``minWorkers``/``maxWorkers``; a yaml with
   ``minWorkers > 0`` and ``maxWorkers >= minWorkers`` overrides all of these.
 - ``jobQueueSize``, device and parallelism settings come from the yaml, else server defaults.
+- ``handler.pipeline_depth`` (and the other serving options of ``serving_options``) come from
+  the yaml only; an invalid value is a ``BadRequest``.
 - ``max_response_size``, ``limit_max_image_pixels`` and ``decode_input_request`` are the
   server settings at registration time; ``service_envelope`` is the model-config's
   ``service_envelope`` (a torchwick addition: TorchServe reads it only from
@@ -26,6 +28,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Protocol
 
+from torchwick.handlers.serving_options import ServingOptions, serving_options
 from torchwick.server.errors import BadRequest
 from torchwick.server.model_version import ModelVersionConfig
 from torchwick.server.settings import Settings
@@ -208,4 +211,14 @@ def resolve_version_config(
         extra_paths=extra_paths,
         max_json_depth=settings.max_json_depth,
         max_image_pixels=settings.max_image_pixels,
+        pipeline_depth=_serving(yaml.raw).pipeline_depth,
     )
+
+
+def _serving(raw: Mapping[str, Any]) -> ServingOptions:
+    """The model-config's serving options (``handler.pipeline_depth`` and the rest), checked
+    at registration so that a bad value is the client's 400, not a failing worker."""
+    try:
+        return serving_options(raw)
+    except ValueError as exc:
+        raise BadRequest(f"Invalid model-config: {exc}") from None

@@ -1,15 +1,16 @@
 """The frontend's end of one worker connection: an ``asyncio.BufferedProtocol``.
 
-The worker serves one operation at a time, so the channel tracks one pending operation
-(``LOAD``, ``PREDICT`` or ``DESCRIBE``) by id. A result whose id does not match the pending
-operation belongs to one the caller gave up on (cancelled or timed out) and is dropped.
+The channel tracks its pending operations (``LOAD``, ``PREDICT`` or ``DESCRIBE``) by id: one
+at a time, or up to the model's ``pipeline_depth`` batches for a pipelined worker, which
+answers them in the order they were sent. A result whose id matches no pending operation
+belongs to one the caller gave up on (cancelled or timed out) and is dropped.
 ``outstanding`` counts operations sent and not yet answered, abandoned ones included, so that
 the heartbeat can tell a busy worker from a hung idle one.
 
 Failure mode: when the connection drops, or the worker sends bytes that are not a valid frame,
-the channel is closed for good and the pending operation fails at once with ``WorkerDied``. A
-frame above ``max_response_size`` fails the pending operation with ``InternalError`` but keeps
-the connection.
+the channel is closed for good and every pending operation fails at once with ``WorkerDied``.
+A frame above ``max_response_size`` fails the oldest pending operation (answers come in order)
+with ``InternalError`` but keeps the connection.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ IntermediateHandler = Callable[[PredictResponse], None]
 
 
 class _Op:
-    __slots__ = ("expect", "future", "on_intermediate", "op_id")
+    __slots__ = ("expect", "future", "on_intermediate", "op_id", "timings")
 
     def __init__(
         self,
@@ -58,6 +59,7 @@ class _Op:
         self.expect = expect
         self.future = future
         self.on_intermediate = on_intermediate
+        self.timings: BatchTimings | None = None
 
 
 class WorkerChannel(asyncio.BufferedProtocol):
@@ -88,7 +90,7 @@ class WorkerChannel(asyncio.BufferedProtocol):
         self.closed_reason: str | None = None
         self.outstanding = 0
         self.last_seen = clock()
-        self._op: _Op | None = None
+        self._ops: dict[int, _Op] = {}
         self._ping_seq = 0
         #: The worker's phase times from the last answer frame (None: it sent none).
         self.last_timings: BatchTimings | None = None
@@ -136,16 +138,19 @@ class WorkerChannel(asyncio.BufferedProtocol):
         if self.closed_reason is not None or transport is None:
             raise WorkerDied(f"Worker {self.name} died ({self.closed_reason or 'not connected'})")
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._op = _Op(op_id, expect, future, on_intermediate)
+        self._ops[op_id] = _Op(op_id, expect, future, on_intermediate)
         self.outstanding += 1
         transport.writelines(buffers)
         return future
 
-    def finish(self, future: asyncio.Future[Any]) -> None:
-        """Forget the pending operation of ``future``; a late result will be dropped."""
-        op = self._op
-        if op is not None and op.future is future:
-            self._op = None
+    def finish(self, future: asyncio.Future[Any]) -> BatchTimings | None:
+        """Forget the pending operation of ``future`` (a late result will be dropped); the
+        worker's phase times of its answer, when it sent them."""
+        for op_id, op in self._ops.items():
+            if op.future is future:
+                del self._ops[op_id]
+                return op.timings
+        return None
 
     def send(self, buffers: Buffers) -> bool:
         """Send a frame that expects no result; ``False`` when the connection is closed."""
@@ -178,12 +183,13 @@ class WorkerChannel(asyncio.BufferedProtocol):
             return
         if kind in (Kind.PREDICT_RESULT, Kind.DESCRIBE_RESULT):
             self.outstanding -= 1
-            batch_id, responses, self.last_timings = decode_answer(header, payload)
-            self._resolve(kind, batch_id, responses)
+            batch_id, responses, timings = decode_answer(header, payload)
+            self.last_timings = timings
+            self._resolve(kind, batch_id, responses, timings)
         elif kind == Kind.INTERMEDIATE:
             batch_id, responses = decode_responses(header, payload)
-            op = self._op
-            if op is not None and op.op_id == batch_id and op.on_intermediate is not None:
+            op = self._ops.get(batch_id)
+            if op is not None and op.on_intermediate is not None:
                 for response in responses:
                     try:
                         op.on_intermediate(response)
@@ -203,15 +209,19 @@ class WorkerChannel(asyncio.BufferedProtocol):
         else:
             raise ProtocolError(f"unexpected frame kind {kind} from a worker")
 
-    def _resolve(self, kind: int, op_id: int, result: object) -> None:
-        op = self._op
-        if op is not None and op.op_id == op_id and op.expect == kind and not op.future.done():
+    def _resolve(
+        self, kind: int, op_id: int, result: object, timings: BatchTimings | None = None
+    ) -> None:
+        op = self._ops.get(op_id)
+        if op is not None and op.expect == kind and not op.future.done():
+            op.timings = timings
             op.future.set_result(result)
 
     def _on_oversize(self, error: FrameTooLargeError) -> None:
         if error.kind in RESULT_KINDS:
             self.outstanding -= 1
-        op = self._op
+        # Answers come in the order operations were sent: the oversize one is the oldest's.
+        op = next((o for o in self._ops.values() if not o.future.done()), None)
         message = (
             f"Worker {self.name} sent a response of {error.size} bytes, more than "
             f"max_response_size ({error.limit} bytes)"
@@ -228,8 +238,8 @@ class WorkerChannel(asyncio.BufferedProtocol):
         if not self.hello.done():
             self.hello.set_exception(error)
             self.hello.exception()  # retrieved here: nobody may be waiting on it any more
-        op = self._op
-        if op is not None and not op.future.done():
-            op.future.set_exception(error)
+        for op in self._ops.values():
+            if not op.future.done():
+                op.future.set_exception(error)
         if not self.lost.done():
             self.lost.set_result(None)

@@ -3,7 +3,10 @@
 It connects back to the frontend's socket, proves itself with the spawn token (from the
 environment, removed before any handler code runs; see ``process`` for why not argv), then
 serves frames one at a time on its main thread: LOAD once, then PREDICT/DESCRIBE batches
-serially, PING between them, SHUTDOWN to exit. The LOAD frame (``LoadSpec``) carries every
+serially, PING between them, SHUTDOWN to exit. With ``handler.pipeline_depth`` >= 2 in the
+model-config, batches run on the two threads of a ``pipelined.BatchPipeline`` instead and the
+main thread reads on (PINGs are answered at once); SHUTDOWN and end of stream then first let
+every batch received be answered. The LOAD frame (``LoadSpec``) carries every
 setting: the worker applies its thread budget (``OMP_NUM_THREADS``/``MKL_NUM_THREADS``, then
 torch's intra/inter-op threads; torch is first imported here, so OpenMP and MKL size their
 pools from it), its adaptive-threads flag and its response size limit, then loads the model.
@@ -43,6 +46,7 @@ from torchwick.handlers.messages import (
     PredictResponse,
 )
 from torchwick.handlers.redact import redact_paths
+from torchwick.handlers.serving_options import serving_options
 
 from .ipc import (
     TOKEN_ENV,
@@ -58,6 +62,7 @@ from .ipc import (
     encode_pong,
     encode_responses,
 )
+from .pipelined import BatchPipeline, Job
 from .sanitize import checked_metrics, checked_responses
 from .sanitize import error_response as _error
 from .stream import BlockingFrameSocket
@@ -134,9 +139,18 @@ class WorkerLoop:
         self._batch_id = 0
         self._metrics: list[MetricRecord] = []
         self._metrics_lock = threading.Lock()
+        #: With ``handler.pipeline_depth`` >= 2: batches run on the pipeline's threads.
+        self._pipeline: BatchPipeline | None = None
 
     def run(self) -> int:
         """Serve frames; 0 after SHUTDOWN or a closed connection, 1 after a failed load."""
+        try:
+            return self._frames()
+        finally:
+            if self._pipeline is not None:  # answers every batch already received
+                self._pipeline.close()
+
+    def _frames(self) -> int:
         conn = self._conn
         while True:
             frame = conn.recv()
@@ -169,25 +183,43 @@ class WorkerLoop:
             # The log keeps the paths; the frontend (and describe's lastError) does not.
             self._send_with_metrics(encode_load_result(status, redact_paths(message)))
             return False
+        if serving_options(spec.model_yaml_config).pipeline_depth > 1:
+            observe = self._threads.observe if self._threads is not None else None
+            self._pipeline = BatchPipeline(
+                self._service, self._answer, self._run_whole, observe=observe
+            )
         self._send_with_metrics(encode_load_result(200, f"loaded {spec.model_name}"))
         return True
 
     def _serve(self, kind: int, header: bytes, payload: bytes) -> None:
         received = time.perf_counter()
         batch_id, batch = decode_requests(header, payload)
-        self._batch_id = batch_id
+        job = Job(kind, batch_id, batch, received)
+        if self._pipeline is not None:
+            self._pipeline.submit(job)
+        else:
+            self._answer(job, lambda: self._run_whole(job))
+
+    def _run_whole(self, job: Job) -> list[PredictResponse]:
         service = self._service
+        batch = job.batch
+        if service is None:
+            return [_error(r.request_id, 503, "Model is not loaded") for r in batch]
+        if job.kind == Kind.DESCRIBE:
+            return [service.describe(batch[0])]
+        if self._threads is None:
+            return service.predict(batch)
+        started = time.perf_counter()
+        responses = service.predict(batch)
+        self._threads.observe(time.perf_counter() - started)
+        return responses
+
+    def _answer(self, job: Job, run: Callable[[], list[PredictResponse]]) -> None:
+        """Run one batch (``run``), map what escapes it to statuses, send its answer frame."""
+        kind, batch_id, batch = job.kind, job.batch_id, job.batch
+        self._batch_id = batch_id
         try:
-            if service is None:
-                responses = [_error(r.request_id, 503, "Model is not loaded") for r in batch]
-            elif kind == Kind.DESCRIBE:
-                responses = [service.describe(batch[0])]
-            elif self._threads is None:
-                responses = service.predict(batch)
-            else:
-                started = time.perf_counter()
-                responses = service.predict(batch)
-                self._threads.observe(time.perf_counter() - started)
+            responses = run()
         except MemoryError:
             logger.exception("batch %d ran out of memory", batch_id)
             responses = [_error(r.request_id, 507, "System out of memory") for r in batch]
@@ -205,10 +237,10 @@ class WorkerLoop:
         if kind == Kind.PREDICT:
             # The handler's phase times (when the service measured them) and the whole time
             # this batch spent in the worker: the frontend derives the IPC transfer from it.
-            phases = getattr(service, "last_timings", None)
+            phases = getattr(self._service, "last_timings", None)
             if not isinstance(phases, BatchTimings):
                 phases = _UNMEASURED
-            timings = replace(phases, worker=time.perf_counter() - received)
+            timings = replace(phases, worker=time.perf_counter() - job.received)
         self._send_with_metrics(encode_responses(result, batch_id, checked, timings))
 
     def _emit_intermediate(self, responses: list[PredictResponse]) -> None:
