@@ -25,11 +25,14 @@ from tests.unit.handlers.helpers import load_service, make_request
 from torchwick.handlers.runtimes.cuda_graphs import GraphedModule
 from torchwick.handlers.runtimes.feeder import DeviceFeeder, Prefetched
 
-pytestmark = pytest.mark.skipif(
-    not torch.cuda.is_available(),
-    reason="needs a CUDA device (torch.cuda.is_available() is False); "
-    "run scripts/gpu_check.sh on a GPU machine",
-)
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(
+        not torch.cuda.is_available(),
+        reason="needs a CUDA device (torch.cuda.is_available() is False); "
+        "run scripts/gpu_check.sh on a GPU machine",
+    ),
+]
 
 CUDA = torch.device("cuda:0")
 
