@@ -227,7 +227,7 @@ def run(args: argparse.Namespace) -> list[Figure]:
     if os.environ.get("PYTHONPATH"):
         env["PYTHONPATH"] = os.environ["PYTHONPATH"]  # carried wheels (gpu_check.sh)
     variants = [] if args.only_torchserve else ["torchwick-serial", "torchwick-pipelined"]
-    if args.cuda_graphs and not args.only_torchserve:
+    if args.cuda_graphs and device.type == "cuda" and not args.only_torchserve:
         variants.append("torchwick-graphs")
     for variant in variants:
         _torchwick_archive(work, model_path, variant, args.threads)
@@ -247,11 +247,9 @@ def run(args: argparse.Namespace) -> list[Figure]:
         print(f"  {figures[-1]}")
     ts_bin = Path(args.torchserve_bin)
     if args.skip_torchserve:
-        figures.append(Figure("torchserve", 0.0, note="skipped (--skip-torchserve)"))
+        print("torchserve: skipped (--skip-torchserve)")
     elif not (ts_bin / "torchserve").exists() or shutil.which("java") is None:
-        figures.append(
-            Figure("torchserve", 0.0, note=f"not run: no {ts_bin}/torchserve or no java")
-        )
+        print(f"torchserve: not run (no {ts_bin}/torchserve, or no java on PATH)")
     else:
         handler = _torchserve_handler(ts_bin, args.ts_handler)
         build_archive(

@@ -33,7 +33,10 @@ sizes=()
 if [[ $device == cpu ]]; then sizes=(--quick); fi
 
 if [[ $part == tw ]]; then
-  if compgen -G ".gpucarry/tw/*.whl" >/dev/null; then
+  if ! "$PY" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 12))'; then
+    echo "the carried wheels are for CPython 3.12: using $PY's own packages"
+    export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+  elif compgen -G ".gpucarry/tw/*.whl" >/dev/null; then
     "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
       --target /tmp/tw-site .gpucarry/tw/*.whl || exit 1
     export PYTHONPATH=/tmp/tw-site:$PWD

@@ -93,7 +93,8 @@ def stage_finish(handler: BaseHandler, staged: StagedBatch, context: Context) ->
     if not staged.accepted:
         output: list[Any] = []
     else:
-        output = per_group(pre, len(staged.accepted), handler.forward_step(phases), handler._fitted)
+        fitted = getattr(handler, "_fitted", None)  # absent if __init__ was not chained
+        output = per_group(pre, len(staged.accepted), handler.forward_step(phases), fitted)
     merged = handler._merge(output, staged.count, staged.rejected, staged.accepted)
     elapsed = staged.seconds + time.perf_counter() - started
     context.metrics.add_time("HandlerTime", round(elapsed * 1e3, 2))
