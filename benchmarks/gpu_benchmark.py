@@ -11,6 +11,8 @@ to 224 by the handler):
 * ``torchwick-pipelined``: torchwick, ``pipeline_depth: 2`` and ``preprocess_threads: N``
   (pinned host buffers and non-blocking copies apply to both torchwick variants on CUDA);
 * ``torchwick-graphs`` (``--cuda-graphs``): the pipelined variant plus ``cuda_graphs: true``;
+* ``torchwick-decode-pool`` and ``torchwick-depth2`` (``--ablation``): each half of the
+  pipelined variant alone;
 * ``torchserve``: TorchServe 0.12 with its built-in ``image_classifier`` (or, where its
   Python has no torchvision, ``ts_pil_image_handler.py``, the same steps with PIL).
 
@@ -133,6 +135,10 @@ def measure_ceiling(
 def _handler_config(variant: str, threads: int) -> dict[str, Any]:
     if variant == "torchwick-serial":
         return {}
+    if variant == "torchwick-decode-pool":  # --ablation: the decode pool alone
+        return {"preprocess_threads": threads}
+    if variant == "torchwick-depth2":  # --ablation: the second batch in flight alone
+        return {"pipeline_depth": 2}
     config: dict[str, Any] = {"pipeline_depth": 2, "preprocess_threads": threads}
     if variant == "torchwick-graphs":
         config["cuda_graphs"] = True
@@ -227,6 +233,8 @@ def run(args: argparse.Namespace) -> list[Figure]:
     if os.environ.get("PYTHONPATH"):
         env["PYTHONPATH"] = os.environ["PYTHONPATH"]  # carried wheels (gpu_check.sh)
     variants = [] if args.only_torchserve else ["torchwick-serial", "torchwick-pipelined"]
+    if args.ablation and not args.only_torchserve:
+        variants[1:1] = ["torchwick-decode-pool", "torchwick-depth2"]
     if args.cuda_graphs and device.type == "cuda" and not args.only_torchserve:
         variants.append("torchwick-graphs")
     for variant in variants:
@@ -322,6 +330,11 @@ def main() -> None:
     parser.add_argument("--ceiling-seconds", type=float, default=None)
     parser.add_argument("--start-timeout", type=float, default=180.0)
     parser.add_argument("--cuda-graphs", action="store_true")
+    parser.add_argument(
+        "--ablation",
+        action="store_true",
+        help="also the decode pool alone and pipeline_depth 2 alone",
+    )
     parser.add_argument(
         "--torchserve-bin", default=os.environ.get("TORCHSERVE_BIN", "/work/tsvenv/bin")
     )

@@ -29,8 +29,9 @@ PY=${PYTHON:-python3}
 "$PY" -c 'import torch; print("torch", torch.__version__, "cuda", torch.cuda.is_available(),
   torch.cuda.get_device_name(0) if torch.cuda.is_available() else "")' >>"$OUT/gpu.txt" 2>&1
 device=$("$PY" -c 'import torch; print("cuda" if torch.cuda.is_available() else "cpu")')
-sizes=()
-if [[ $device == cpu ]]; then sizes=(--quick); fi
+# Sized to fit the device time of one session (both parts, machine starts included).
+sizes=(--seconds 15 --warmup 4 --ceiling-seconds 8 --workdir /tmp/gpu-bench-work)
+if [[ $device == cpu ]]; then sizes=(--quick --workdir /tmp/gpu-bench-work); fi
 
 if [[ $part == tw ]]; then
   if ! "$PY" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 12))'; then

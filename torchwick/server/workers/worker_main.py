@@ -173,6 +173,8 @@ class WorkerLoop:
         self._max_response_size = spec.max_response_size
         budget = max(1, spec.threads)
         try:
+            # Checked first: a bad value fails the load before any model is loaded.
+            pipelined = serving_options(spec.model_yaml_config).pipeline_depth > 1
             self._apply_threads(budget)
             if spec.adaptive_threads and budget > 1:
                 self._threads = AdaptiveThreads(budget, self._set_intra_op)
@@ -183,7 +185,7 @@ class WorkerLoop:
             # The log keeps the paths; the frontend (and describe's lastError) does not.
             self._send_with_metrics(encode_load_result(status, redact_paths(message)))
             return False
-        if serving_options(spec.model_yaml_config).pipeline_depth > 1:
+        if pipelined:
             observe = self._threads.observe if self._threads is not None else None
             self._pipeline = BatchPipeline(
                 self._service, self._answer, self._run_whole, observe=observe

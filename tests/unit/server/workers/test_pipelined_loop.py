@@ -187,3 +187,31 @@ def test_shutdown_answers_every_batch_received_first(
     assert [(bid, rs[0].body) for _, bid, rs in answers] == [(1, b"HOLD"), (2, b"LAST")]
     assert frontend.conn.recv() is None
     assert exit_code == [0]
+
+
+def test_an_invalid_pipeline_depth_fails_the_load_naming_it() -> None:
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    ours.settimeout(WAIT_S)
+    loaded: list[LoadSpec] = []
+
+    def load(spec: LoadSpec, _i: EmitIntermediate, _m: EmitMetric) -> StagedService:
+        loaded.append(spec)
+        return StagedService()
+
+    conn = BlockingFrameSocket(theirs)
+    loop = WorkerLoop(conn, load, apply_threads=lambda _n: None, set_intra_op=lambda _n: None)
+    frontend = BlockingFrameSocket(ours)
+    bad = LoadSpec(
+        "m", "1", "/nowhere", "h.py", model_yaml_config={"handler": {"pipeline_depth": 9}}
+    )
+    frontend.send(ipc.encode_load(bad))
+    try:
+        assert loop.run() == 1
+    finally:
+        conn.close()
+    frame = frontend.recv()
+    assert frame is not None and frame[0] == Kind.LOAD_RESULT
+    status, message = ipc.decode_load_result(frame[1])
+    assert status == 500 and "handler.pipeline_depth" in message
+    assert loaded == []  # refused before any model was loaded
+    frontend.close()
