@@ -239,20 +239,23 @@ def run(args: argparse.Namespace) -> list[Figure]:
         variants.append("torchwick-graphs")
     for variant in variants:
         _torchwick_archive(work, model_path, variant, args.threads)
-        server = Server(
-            kind=TORCHWICK,
-            command_prefix=[sys.executable, "-m", "torchwick.server"],
-            workdir=work / variant,
-            model_store=work / f"store-{variant}",
-            models=serving,
-            extra_env=env,
-        )
-        figures.append(
-            _serve_and_load(
-                server, body, args, variant, str(_handler_config(variant, args.threads))
+    # Rounds alternate the order (A B, B A, ...) so that a machine getting busier or quieter
+    # during the run does not favour whichever variant runs first.
+    for round_index in range(args.rounds):
+        ordered = variants if round_index % 2 == 0 else list(reversed(variants))
+        for variant in ordered:
+            server = Server(
+                kind=TORCHWICK,
+                command_prefix=[sys.executable, "-m", "torchwick.server"],
+                workdir=work / variant,
+                model_store=work / f"store-{variant}",
+                models=serving,
+                extra_env=env,
             )
-        )
-        print(f"  {figures[-1]}")
+            name = variant if args.rounds == 1 else f"{variant}#{round_index + 1}"
+            note = str(_handler_config(variant, args.threads))
+            figures.append(_serve_and_load(server, body, args, name, note))
+            print(f"  {figures[-1]}")
     ts_bin = Path(args.torchserve_bin)
     if args.skip_torchserve:
         print("torchserve: skipped (--skip-torchserve)")
@@ -330,6 +333,9 @@ def main() -> None:
     parser.add_argument("--ceiling-seconds", type=float, default=None)
     parser.add_argument("--start-timeout", type=float, default=180.0)
     parser.add_argument("--cuda-graphs", action="store_true")
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="torchwick variants in alternating order"
+    )
     parser.add_argument(
         "--ablation",
         action="store_true",
