@@ -28,7 +28,7 @@ from __future__ import annotations
 import inspect
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -42,7 +42,9 @@ from .labels import MAPPING_FILE, load_label_mapping
 from .pipeline import ShapeEvidence, per_group, per_group_async
 from .request_tensors import RequestTensors
 from .runtimes import (
+    DeviceFeeder,
     LoadedModel,
+    Prefetched,
     handler_config,
     load_eager,
     load_model,
@@ -50,6 +52,7 @@ from .runtimes import (
     manifest_model_files,
     select_device,
 )
+from .serving_options import serving_options
 from .shape_probe import shape_probe
 
 logger = logging.getLogger("torchwick.model")
@@ -73,6 +76,11 @@ def _dtype(name: Any) -> torch.dtype | None:
 class BaseHandler(RequestTensors):
     """TorchServe-compatible base class for handlers (see the module docstring)."""
 
+    #: This class's own ``preprocess``/``inference``/``postprocess`` keep no per-batch state
+    #: beyond ``_rejected``/``_accepted``, so batches may be staged (``handlers.staged``).
+    #: Only counts where the class that defines a step sets it in its own body.
+    pipeline_safe = True
+
     def __init__(self) -> None:
         self.model: Any = None
         self.mapping: dict[str, str] | None = None
@@ -94,6 +102,8 @@ class BaseHandler(RequestTensors):
         #: (the shapes it ran on and a shape-only probe; see ``pipeline``, ``shape_probe``).
         self._shape_evidence = ShapeEvidence()
         self._accepted: list[int] = []
+        #: Host-to-device transfer (pinned staging on CUDA); set by ``initialize``.
+        self.feeder: DeviceFeeder | None = None
 
     # Loading -----------------------------------------------------------------------------
 
@@ -128,6 +138,11 @@ class BaseHandler(RequestTensors):
         )
         if probe is not None:
             self._shape_evidence = ShapeEvidence(lambda x: probe(self._model_input(x)))
+        options = serving_options(self.model_yaml_config)
+        self.feeder = DeviceFeeder(
+            self.device, pin_memory=options.pin_memory, buffers=options.pipeline_depth + 2
+        )
+        self.start_preprocess_pool(options.preprocess_threads)
         self.initialized = True
         logger.info("%s model loaded on %s", self.loaded.runtime, self.device)
 
@@ -140,24 +155,6 @@ class BaseHandler(RequestTensors):
         """TorchServe-named helper: ``torch.jit.load`` onto this handler's device."""
         return load_torchscript(Path(model_pt_path), self.device or torch.device("cpu"))
 
-    # Per-request helpers -----------------------------------------------------------------
-
-    def map_requests(self, data: Sequence[Any], fn: Callable[[Any], T]) -> list[T]:
-        """``fn`` per request; requests it rejects (``PredictionException``) are left out."""
-        self._rejected = {}
-        self._accepted = []
-        results: list[T] = []
-        for idx, row in enumerate(data):
-            try:
-                value = fn(row)
-            except PredictionException as exc:
-                logger.info("request %d rejected: %s", idx, exc.message)
-                self._rejected[idx] = exc
-                continue
-            results.append(value)
-            self._accepted.append(idx)
-        return results
-
     # The pipeline ------------------------------------------------------------------------
 
     def preprocess(self, data: list[dict[str, Any]]) -> Any:
@@ -165,8 +162,14 @@ class BaseHandler(RequestTensors):
         return self.batch_tensors(self.map_requests(data, self.tensor_from_request))
 
     def _model_input(self, value: Any) -> Any:
+        feeder = self.feeder
+        if isinstance(value, Prefetched) and feeder is not None:
+            value = feeder.ready(value)
         if isinstance(value, torch.Tensor):
-            value = value.to(self.device) if self.device is not None else value
+            if feeder is not None:
+                value = feeder.to_device(value)
+            elif self.device is not None:
+                value = value.to(self.device)
             if self.loaded is not None and self.loaded.half and value.is_floating_point():
                 value = value.half()
             return value
@@ -257,18 +260,23 @@ class BaseHandler(RequestTensors):
         elif self._is_explain():
             output = resolve(self.explain_handle(pre, data))
         else:
-
-            def run(x: Any, _pos: list[int]) -> list[Any]:
-                mark = time.perf_counter()
-                inferred = resolve(self.inference(x))
-                done = time.perf_counter()
-                result: list[Any] = resolve(self.postprocess(inferred))
-                phases[1] = max(phases[1], 0.0) + done - mark
-                phases[2] = max(phases[2], 0.0) + time.perf_counter() - done
-                return result
-
-            output = self._per_group(pre, run)
+            output = self._per_group(pre, self.forward_step(phases))
         return self._finish(output, len(data), context, started)
+
+    def forward_step(self, phases: list[float]) -> Callable[[Any, list[int]], list[Any]]:
+        """``inference`` then ``postprocess`` of one (shape group of a) batch, timed into
+        ``phases[1]``/``phases[2]``: the step ``per_group`` runs."""
+
+        def run(x: Any, _pos: list[int]) -> list[Any]:
+            mark = time.perf_counter()
+            inferred = resolve(self.inference(x))
+            done = time.perf_counter()
+            result: list[Any] = resolve(self.postprocess(inferred))
+            phases[1] = max(phases[1], 0.0) + done - mark
+            phases[2] = max(phases[2], 0.0) + time.perf_counter() - done
+            return result
+
+        return run
 
     async def _handle_async(
         self, data: list[dict[str, Any]], context: Context, started: float
@@ -305,15 +313,24 @@ class BaseHandler(RequestTensors):
         context.metrics.add_time("HandlerTime", round((time.perf_counter() - started) * 1e3, 2))
         return output
 
-    def _merge(self, output: Any, count: int) -> Any:
-        if not self._rejected:
+    def _merge(
+        self,
+        output: Any,
+        count: int,
+        rejected: dict[int, PredictionException] | None = None,
+        accepted: list[int] | None = None,
+    ) -> Any:
+        # ``rejected``/``accepted`` of a staged batch (``handlers.staged``), else this batch's.
+        rejected = self._rejected if rejected is None else rejected
+        accepted = self._accepted if accepted is None else accepted
+        if not rejected:
             return output
-        if not isinstance(output, list) or len(output) != len(self._accepted):
+        if not isinstance(output, list) or len(output) != len(accepted):
             return output  # the service reports the count mismatch
         merged: list[Any] = [None] * count
-        for idx, error in self._rejected.items():
+        for idx, error in rejected.items():
             merged[idx] = error
-        for idx, item in zip(self._accepted, output, strict=True):
+        for idx, item in zip(accepted, output, strict=True):
             merged[idx] = item
         return merged
 

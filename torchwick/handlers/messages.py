@@ -142,3 +142,6 @@ class LoadSpec:
     #: (config.properties ``ipc_shm_threshold``/``ipc_shm_size``); 0 turns that off.
     shm_threshold: int = 0
     shm_size: int = 0
+    #: Workers placed on this worker's GPU when it was started (this one included), which
+    #: ``handler: {gpu_memory_fraction: auto}`` divides the GPU's memory by; 1 on CPU.
+    gpu_workers: int = 1

@@ -5,21 +5,41 @@ TorchServe handlers call or override (``request_payload``, ``tensor_from_request
 ``check_sample_shape``, ``batch_tensors``). The handler sets ``sample_shape`` (``None``: any)
 and ``input_dtype`` (``None``: float32) in ``initialize``.
 
+``map_requests`` applies a per-request step; with ``handler: {preprocess_threads: N}`` (see
+``serving_options``) it runs the step on a pool of N threads, in request order: image decoding
+and resizing release the GIL, so the requests of a batch decode in parallel.
+
 Failure mode: an input that cannot be a sample raises ``InvalidInput`` naming what was wrong
-(that request answers 400; the rest of its batch runs).
+(that request answers 400; the rest of its batch runs). Any other exception of the step
+propagates (the first one in request order), as it would without the pool.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
-from typing import Any
+import logging
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
 
-from .errors import InvalidInput
+from .errors import InvalidInput, PredictionException
 from .pipeline import ShapeGroups
+
+logger = logging.getLogger("torchwick.model")
+T = TypeVar("T")
+
+
+def _attempt(fn: Callable[[Any], T]) -> Callable[[Any], T | PredictionException]:
+    def attempt(row: Any) -> T | PredictionException:
+        try:
+            return fn(row)
+        except PredictionException as exc:
+            return exc
+
+    return attempt
 
 
 class RequestTensors:
@@ -27,6 +47,35 @@ class RequestTensors:
 
     sample_shape: tuple[int | None, ...] | None = None
     input_dtype: torch.dtype | None = None
+    _rejected: dict[int, PredictionException]
+    _accepted: list[int]
+    #: Threads for ``map_requests`` (``None``: run the step inline).
+    _preprocess_pool: ThreadPoolExecutor | None = None
+
+    def start_preprocess_pool(self, threads: int) -> None:
+        """Run ``map_requests`` steps on ``threads`` threads (0: inline, the default)."""
+        if threads > 0 and self._preprocess_pool is None:
+            self._preprocess_pool = ThreadPoolExecutor(threads, thread_name_prefix="preprocess")
+
+    def map_requests(self, data: Sequence[Any], fn: Callable[[Any], T]) -> list[T]:
+        """``fn`` per request; requests it rejects (``PredictionException``) are left out."""
+        pool = self._preprocess_pool
+        step = _attempt(fn)
+        if pool is not None and len(data) > 1:
+            outcomes = list(pool.map(step, data))
+        else:
+            outcomes = [step(row) for row in data]
+        self._rejected = {}
+        self._accepted = []
+        results: list[T] = []
+        for idx, value in enumerate(outcomes):
+            if isinstance(value, PredictionException):
+                logger.info("request %d rejected: %s", idx, value.message)
+                self._rejected[idx] = value
+                continue
+            results.append(value)
+            self._accepted.append(idx)
+        return results
 
     @staticmethod
     def request_payload(row: Any) -> Any:

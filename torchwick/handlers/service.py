@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from .aio import resolve
+from .batch_pipeline import Decoded, PreparedBatch, complete, merge_answers, prepare
 from .codec import UnsupportedOutputError, decode_request, encode_output, error_body
 from .compat import install_ts_compat
 from .context import Context
@@ -57,6 +58,7 @@ from .messages import BatchTimings, LoadSpec, MetricRecord, PredictRequest, Pred
 from .metrics_config import MetricsConfigError, load_metrics_config, preregister
 from .oip_answers import OIP_MARKER, DecodeError, declared_outputs, kservev2_document, tensor_answer
 from .redact import redact_paths
+from .serving_options import memory_fraction, serving_options
 from .streaming import STREAM_HEADER, build_response
 
 __all__ = ["HandlerLoadError", "ModelService"]
@@ -140,6 +142,7 @@ class ModelService:
         # torchwick's input limits, next to TorchServe's ``limit_max_image_pixels``.
         context.system_properties["max_image_pixels"] = spec.max_image_pixels
         preregister(context.metrics, metrics_config)
+        _cap_gpu_memory(spec)
         try:
             entry = resolve_entry_point(spec.handler, model_dir)
             resolve(entry.initialize(context))
@@ -163,6 +166,15 @@ class ModelService:
         self.last_timings = BatchTimings()
         if not batch:
             return []
+        failed, kept, decoded = self.decode_batch(batch)
+        if failed:
+            answered = self.predict_decoded(kept, decoded) if kept else []
+            return merge_answers(batch, failed, answered)
+        return self.predict_decoded(kept, decoded)
+
+    def decode_batch(self, batch: Sequence[PredictRequest]) -> Decoded:
+        """``(failed, kept, decoded)``: 400 answers by request id for inputs that cannot be
+        decoded, and the other requests with their ``(row, headers)``."""
         failed: dict[str, PredictResponse] = {}
         kept: list[PredictRequest] = []
         decoded = []
@@ -182,11 +194,15 @@ class ModelService:
                 )
                 continue
             kept.append(request)
-        if failed:
-            answered = self.predict_decoded(kept, decoded) if kept else []
-            by_id = {r.request_id: r for r in answered} | failed
-            return [by_id[r.request_id] for r in batch]
-        return self.predict_decoded(kept, decoded)
+        return failed, kept, decoded
+
+    def prepare_batch(self, batch: Sequence[PredictRequest]) -> PreparedBatch:
+        """The first stage of a pipelined batch (``handlers.batch_pipeline``)."""
+        return prepare(self, batch)
+
+    def complete_batch(self, prepared: PreparedBatch) -> list[PredictResponse]:
+        """The second stage: the same answers ``predict`` gives for that batch."""
+        return complete(self, prepared)
 
     def predict_decoded(
         self, batch: Sequence[PredictRequest], decoded: list[tuple[dict[str, Any], dict[str, Any]]]
@@ -235,11 +251,13 @@ class ModelService:
         rows: list[Any],
         headers: list[dict[str, Any]],
         formatter: _EnvelopeFormatter | None = None,
+        call: Callable[[], Any] | None = None,
     ) -> list[PredictResponse]:
+        # ``call`` (a staged batch's second stage) replaces the handler's ``handle``.
         self.context.begin_batch(ids, headers)
         started = time.perf_counter()
         try:
-            output = resolve(self.entry.handle(rows, self.context))
+            output = call() if call is not None else resolve(self.entry.handle(rows, self.context))
         except PredictionException as exc:
             logger.warning("handler raised PredictionException: %s", exc)
             return [error_response(i, exc.error_code, exc.message, exc.type_name) for i in ids]
@@ -335,6 +353,20 @@ class ModelService:
             logger.error("request %s: %s", request_id, exc)
             return error_response(request_id, 500, str(exc), "InternalServerException")
         return build_response(self.context, idx, request_id, body, final=True, extra_headers=extra)
+
+
+def _cap_gpu_memory(spec: LoadSpec) -> None:
+    """``handler.gpu_memory_fraction`` applied before the handler allocates anything."""
+    try:
+        option = serving_options(spec.model_yaml_config).gpu_memory_fraction
+    except ValueError as exc:
+        raise HandlerLoadError(str(exc)) from exc
+    fraction = memory_fraction(option, spec.gpu_workers)
+    if fraction is not None and spec.gpu_id is not None:
+        from .runtimes.feeder import apply_memory_fraction
+
+        if apply_memory_fraction(spec.gpu_id, fraction):
+            logger.info("GPU %d memory capped at %.3f of the device", spec.gpu_id, fraction)
 
 
 class _EnvelopeFormatter:

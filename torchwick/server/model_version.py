@@ -86,6 +86,9 @@ class ModelVersionConfig:
     #: Shared-memory IPC (``ipc_shm_threshold``/``ipc_shm_size``; threshold 0: off).
     shm_threshold: int = 0
     shm_size: int = 0
+    #: Batches one worker holds at once (model-config ``handler.pipeline_depth``): with 2 or
+    #: more the pool hands a worker its next batch while the current one runs.
+    pipeline_depth: int = 1
 
     def load_spec(
         self,
@@ -94,13 +97,16 @@ class ModelVersionConfig:
         threads: int,
         adaptive_threads: bool,
         omp_spin_count: int = -1,
+        gpu_workers: int = 1,
     ) -> LoadSpec:
         """The LOAD frame for one worker of this version: this config plus the worker's placement.
 
         ``gpu_id`` (``None`` for CPU) and ``threads`` (torch's thread budget, >= 1) are chosen
         by the supervisor per worker; ``adaptive_threads`` lets the worker drop to one thread
         for tiny batches or contended cores (see ``workers.threads``); ``omp_spin_count`` is
-        the server's ``worker_omp_spin_count`` (-1: OpenMP's default).
+        the server's ``worker_omp_spin_count`` (-1: OpenMP's default); ``gpu_workers`` counts
+        the workers on ``gpu_id`` (this one included), for
+        ``handler.gpu_memory_fraction: auto``.
         """
         return LoadSpec(
             model_name=self.name,
@@ -125,4 +131,5 @@ class ModelVersionConfig:
             max_image_pixels=self.max_image_pixels,
             shm_threshold=self.shm_threshold,
             shm_size=self.shm_size,
+            gpu_workers=max(1, gpu_workers),
         )

@@ -36,6 +36,9 @@ def class_scores(output: Any) -> torch.Tensor:
 class ImageClassifier(VisionHandler):
     """Softmax top-k classification of images."""
 
+    #: ``postprocess`` keeps no per-batch state (see ``handlers.staged``).
+    pipeline_safe = True
+
     topk = 5
 
     def initialize(self, context: Context) -> None:

@@ -125,6 +125,9 @@ class ImageTransform:
 class VisionHandler(BaseHandler):
     """Base for image handlers: per-request decoding and batching (see module docstring)."""
 
+    #: ``preprocess`` reads only the rows and fixed settings (see ``handlers.staged``).
+    pipeline_safe = True
+
     #: A subclass may set a PIL-image -> tensor callable (e.g. a torchvision ``Compose``).
     image_processing: Callable[[Image.Image], torch.Tensor] | None = None
     resize_size: int | None = 256

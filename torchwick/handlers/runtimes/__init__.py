@@ -9,7 +9,8 @@ is accepted too) and picks the runtime like TorchServe does:
 * else any other ``serializedFile`` (``.pt``, ``.ts``, ...) -> TorchScript.
 
 Then ``pt2`` (torch.compile) and ``handler.half`` from the model-config apply to PyTorch
-models (``runtimes.options``).
+models (``runtimes.options``), and ``handler.cuda_graphs`` wraps them for CUDA graph replay on
+CUDA (``runtimes.cuda_graphs``). ``runtimes.feeder`` moves batches to the device.
 
 Failure mode: ``RuntimeError`` whose message names the file and the problem; the service
 turns it into ``HandlerLoadError``.
@@ -24,15 +25,20 @@ from typing import Any
 import torch
 
 from ..loader import contained_file
+from ..serving_options import serving_options
+from .cuda_graphs import wrap_cuda_graphs
 from .device import select_device
 from .eager import load_eager, read_state_dict
+from .feeder import DeviceFeeder, Prefetched
 from .onnx import OnnxModel, load_onnx
 from .options import compile_options, handler_config, maybe_compile, to_half, wants_half
 from .torchscript import load_torchscript
 
 __all__ = [
+    "DeviceFeeder",
     "LoadedModel",
     "OnnxModel",
+    "Prefetched",
     "handler_config",
     "load_eager",
     "load_model",
@@ -104,6 +110,8 @@ def load_model(
         model = to_half(model, device)
     options = compile_options(config)
     compiled = maybe_compile(model, options)
+    if serving_options(config).cuda_graphs:
+        compiled = wrap_cuda_graphs(compiled, device)
     return LoadedModel(
         compiled,
         runtime,

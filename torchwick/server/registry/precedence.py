@@ -15,6 +15,8 @@ archive's ``model-config.yaml`` (``torchwick.archiver.ModelConfig``), the ``mode
   restored from a config snapshot gets the snapshot's counts exactly (0 for a version that was
   scaled to zero), over the yaml: the snapshot is the state the operator left.
 - ``jobQueueSize``, device and parallelism settings come from the yaml, else server defaults.
+- ``handler.pipeline_depth`` (and the other serving options of ``serving_options``) come from
+  the yaml only; an invalid value is a ``BadRequest``.
 - ``max_response_size``, ``limit_max_image_pixels`` and ``decode_input_request`` are the
   server settings at registration time; ``service_envelope`` is the model-config's
   ``service_envelope`` (a torchwick addition: TorchServe reads it only from
@@ -28,6 +30,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Protocol
 
+from torchwick.handlers.serving_options import ServingOptions, serving_options
 from torchwick.server.errors import BadRequest
 from torchwick.server.model_version import ModelVersionConfig
 from torchwick.server.settings import Settings
@@ -216,4 +219,14 @@ def resolve_version_config(
         max_image_pixels=settings.max_image_pixels,
         shm_threshold=settings.ipc_shm_threshold,
         shm_size=settings.ipc_shm_size,
+        pipeline_depth=_serving(yaml.raw).pipeline_depth,
     )
+
+
+def _serving(raw: Mapping[str, Any]) -> ServingOptions:
+    """The model-config's serving options (``handler.pipeline_depth`` and the rest), checked
+    at registration so that a bad value is the client's 400, not a failing worker."""
+    try:
+        return serving_options(raw)
+    except ValueError as exc:
+        raise BadRequest(f"Invalid model-config: {exc}") from None

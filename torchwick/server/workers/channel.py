@@ -1,15 +1,16 @@
 """The frontend's end of one worker connection: an ``asyncio.BufferedProtocol``.
 
-The worker serves one operation at a time, so the channel tracks one pending operation
-(``LOAD``, ``PREDICT`` or ``DESCRIBE``) by id. A result whose id does not match the pending
-operation belongs to one the caller gave up on (cancelled or timed out) and is dropped.
+The channel tracks its pending operations (``LOAD``, ``PREDICT`` or ``DESCRIBE``) by id: one
+at a time, or up to the model's ``pipeline_depth`` batches for a pipelined worker, which
+answers them in the order they were sent. A result whose id matches no pending operation
+belongs to one the caller gave up on (cancelled or timed out) and is dropped.
 ``outstanding`` counts operations sent and not yet answered, abandoned ones included, so that
 the heartbeat can tell a busy worker from a hung idle one.
 
 Failure mode: when the connection drops, or the worker sends bytes that are not a valid frame,
-the channel is closed for good and the pending operation fails at once with ``WorkerDied``. A
-frame above ``max_response_size`` fails the pending operation with ``InternalError`` but keeps
-the connection.
+the channel is closed for good and every pending operation fails at once with ``WorkerDied``.
+A frame above ``max_response_size`` fails the oldest pending operation (answers come in order)
+with ``InternalError`` but keeps the connection.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+from collections import deque
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -51,7 +53,7 @@ IntermediateHandler = Callable[[PredictResponse], None]
 
 
 class _Op:
-    __slots__ = ("expect", "future", "on_intermediate", "op_id")
+    __slots__ = ("expect", "future", "on_intermediate", "op_id", "timings")
 
     def __init__(
         self,
@@ -64,6 +66,7 @@ class _Op:
         self.expect = expect
         self.future = future
         self.on_intermediate = on_intermediate
+        self.timings: BatchTimings | None = None
 
 
 class WorkerChannel(asyncio.BufferedProtocol):
@@ -95,7 +98,10 @@ class WorkerChannel(asyncio.BufferedProtocol):
         self.closed_reason: str | None = None
         self.outstanding = 0
         self.last_seen = clock()
-        self._op: _Op | None = None
+        self._ops: dict[int, _Op] = {}
+        #: Ids of operations sent and not yet answered, oldest first, abandoned ones included
+        #: (answers come in this order: an answer skipped unread belongs to the first).
+        self._unanswered: deque[int] = deque()
         self._ping_seq = 0
         #: The worker's phase times from the last answer frame (None: it sent none).
         self.last_timings: BatchTimings | None = None
@@ -145,7 +151,8 @@ class WorkerChannel(asyncio.BufferedProtocol):
         if self.closed_reason is not None or transport is None:
             raise WorkerDied(f"Worker {self.name} died ({self.closed_reason or 'not connected'})")
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._op = _Op(op_id, expect, future, on_intermediate)
+        self._ops[op_id] = _Op(op_id, expect, future, on_intermediate)
+        self._unanswered.append(op_id)
         self.outstanding += 1
         transport.writelines(buffers)
         return future
@@ -155,11 +162,14 @@ class WorkerChannel(asyncio.BufferedProtocol):
         the lane is attached and has room, else all by socket."""
         return shm_frames.encode_requests(kind, batch_id, batch, self.shm)
 
-    def finish(self, future: asyncio.Future[Any]) -> None:
-        """Forget the pending operation of ``future``; a late result will be dropped."""
-        op = self._op
-        if op is not None and op.future is future:
-            self._op = None
+    def finish(self, future: asyncio.Future[Any]) -> BatchTimings | None:
+        """Forget the pending operation of ``future`` (a late result will be dropped); the
+        worker's phase times of its answer, when it sent them."""
+        for op_id, op in self._ops.items():
+            if op.future is future:
+                del self._ops[op_id]
+                return op.timings
+        return None
 
     def send(self, buffers: Buffers) -> bool:
         """Send a frame that expects no result; ``False`` when the connection is closed."""
@@ -191,16 +201,17 @@ class WorkerChannel(asyncio.BufferedProtocol):
             self.hello.set_result(pid)
             return
         if kind in (Kind.PREDICT_RESULT, Kind.DESCRIBE_RESULT):
-            self.outstanding -= 1
+            self._answered()
             lane = self.shm
-            batch_id, responses, self.last_timings = shm_frames.decode_answer(header, payload, lane)
+            batch_id, responses, timings = shm_frames.decode_answer(header, payload, lane)
             if lane is not None:
                 lane.settle(batch_id)  # bodies are copied out: the extent is free again
-            self._resolve(kind, batch_id, responses)
+            self.last_timings = timings
+            self._resolve(kind, batch_id, responses, timings)
         elif kind == Kind.INTERMEDIATE:
             batch_id, responses = decode_responses(header, payload)
-            op = self._op
-            if op is not None and op.op_id == batch_id and op.on_intermediate is not None:
+            op = self._ops.get(batch_id)
+            if op is not None and op.on_intermediate is not None:
                 for response in responses:
                     try:
                         op.on_intermediate(response)
@@ -215,7 +226,7 @@ class WorkerChannel(asyncio.BufferedProtocol):
         elif kind == Kind.PONG:
             pass  # buffer_updated already refreshed last_seen
         elif kind == Kind.LOAD_RESULT:
-            self.outstanding -= 1
+            self._answered()
             result = decode_load_result(header)
             if result[0] == 200 and self.shm is not None:
                 self._attach_shm(self.shm)
@@ -226,9 +237,12 @@ class WorkerChannel(asyncio.BufferedProtocol):
         else:
             raise ProtocolError(f"unexpected frame kind {kind} from a worker")
 
-    def _resolve(self, kind: int, op_id: int, result: object) -> None:
-        op = self._op
-        if op is not None and op.op_id == op_id and op.expect == kind and not op.future.done():
+    def _resolve(
+        self, kind: int, op_id: int, result: object, timings: BatchTimings | None = None
+    ) -> None:
+        op = self._ops.get(op_id)
+        if op is not None and op.expect == kind and not op.future.done():
+            op.timings = timings
             op.future.set_result(result)
 
     def _attach_shm(self, lane: ShmLane) -> None:
@@ -248,12 +262,22 @@ class WorkerChannel(asyncio.BufferedProtocol):
             if lane.arena is not None:
                 lane.arena.close_fd()  # the worker has its copy (or none): the map suffices
 
+    def _answered(self) -> int | None:
+        """One answer arrived (or was skipped): the id of the operation it answers."""
+        self.outstanding -= 1
+        return self._unanswered.popleft() if self._unanswered else None
+
     def _on_oversize(self, error: FrameTooLargeError) -> None:
+        op = None
         if error.kind in RESULT_KINDS:
-            self.outstanding -= 1
+            op_id = self._answered()
             if self.shm is not None and error.kind != Kind.LOAD_RESULT:
                 self.shm.settle_oldest()
-        op = self._op
+            # Answers come in the order operations were sent: the skipped one is the oldest
+            # unanswered operation's (None when its caller already gave up on it).
+            op = self._ops.get(op_id) if op_id is not None else None
+        elif self._unanswered:  # an oversize chunk of the answer being streamed
+            op = self._ops.get(self._unanswered[0])
         message = (
             f"Worker {self.name} sent a response of {error.size} bytes, more than "
             f"max_response_size ({error.limit} bytes)"
@@ -270,9 +294,9 @@ class WorkerChannel(asyncio.BufferedProtocol):
         if not self.hello.done():
             self.hello.set_exception(error)
             self.hello.exception()  # retrieved here: nobody may be waiting on it any more
-        op = self._op
-        if op is not None and not op.future.done():
-            op.future.set_exception(error)
+        for op in self._ops.values():
+            if not op.future.done():
+                op.future.set_exception(error)
         if self.shm is not None:
             self.shm.close()  # the worker is gone: nobody else maps the arena any more
         if not self.lost.done():

@@ -120,6 +120,18 @@ class GpuAllocator:
         return list(self._load)
 
 
+def workers_sharing_gpu(on_gpu: int, planned_workers: int, allowed_gpus: int) -> int:
+    """How many workers a GPU's memory is divided among (``gpu_memory_fraction: auto``).
+
+    The larger of the workers placed on it now (``on_gpu``, the new one included) and this
+    model's planned share of it (``planned_workers`` spread evenly over ``allowed_gpus``):
+    the first worker of a model that will run four on one GPU is capped at a quarter at once,
+    not given the whole GPU before the others arrive. At least 1.
+    """
+    planned = -(-max(0, planned_workers) // max(1, allowed_gpus))
+    return max(1, on_gpu, planned)
+
+
 def usable_cpus() -> int:
     """CPUs this process may run on (its affinity mask; ``os.cpu_count()`` where unavailable)."""
     try:

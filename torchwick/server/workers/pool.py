@@ -377,15 +377,41 @@ class WorkerPool:
     ) -> list[PredictResponse]:
         """Run ``batch`` on the leased worker; one final response per request, in order.
 
-        Releases the lease. Raises ``WorkerDied`` (the worker died; it is replaced),
+        Releases the lease: after the answer, or, with the config's ``pipeline_depth`` above
+        1, as soon as the batch is sent while the worker holds fewer batches than that.
+        Raises ``WorkerDied`` (the worker died; it is replaced),
         ``ResponseTimeout`` (no answer within the config's ``response_timeout``; the worker is
         killed and replaced) or ``InternalError`` (an answer above ``max_response_size``).
         """
         worker = lease.take()
+        depth = self.config.pipeline_depth
+        worker.in_flight += 1
+        holds_lease = True
+
+        def sent() -> None:
+            # A pipelined worker takes its next batch while this one runs: back to the idle
+            # set at once while it has room, else held until one of its batches is answered.
+            nonlocal holds_lease
+            holds_lease = False
+            if worker.in_flight < depth and worker.usable and not self._closed:
+                self._idle.give(worker)
+            else:
+                worker.held_full = True
+
         try:
-            return await worker.predict(batch, on_intermediate, float(self.config.response_timeout))
+            return await worker.predict(
+                batch,
+                on_intermediate,
+                float(self.config.response_timeout),
+                on_sent=sent if depth > 1 else None,
+            )
         finally:
-            self._release_worker(worker)
+            worker.in_flight -= 1
+            if holds_lease:
+                self._release_worker(worker)
+            elif worker.held_full:
+                worker.held_full = False
+                self._release_worker(worker)
 
     async def run_describe(self, lease: WorkerLease, request: PredictRequest) -> PredictResponse:
         """The handler's describe answer for ``?customized=true``; errors as ``run_batch``."""

@@ -113,6 +113,10 @@ class WorkerProcess:
         self.leased = False
         #: Set by the pool: stop this worker when its lease comes back.
         self.retiring = False
+        #: Batches sent and not yet answered, and whether the pool holds this worker back
+        #: because that count reached its pipeline depth (both the pool's bookkeeping).
+        self.in_flight = 0
+        self.held_full = False
         self._socket_path = socket_path
         self._env = env
         self._token = token
@@ -261,12 +265,14 @@ class WorkerProcess:
         timeout: float,
         *,
         kind: Kind = Kind.PREDICT,
+        on_sent: Callable[[], None] | None = None,
     ) -> list[PredictResponse]:
         """Run one batch; one response per request, in order.
 
-        Raises ``WorkerDied`` when the worker dies meanwhile, ``ResponseTimeout`` after
-        ``timeout`` seconds (the worker is then killed), ``InternalError`` for an oversize or
-        inconsistent answer.
+        ``on_sent`` is called once the batch's frame is written (a pipelined worker may then
+        be handed its next batch). Raises ``WorkerDied`` when the worker dies meanwhile,
+        ``ResponseTimeout`` after ``timeout`` seconds (the worker is then killed),
+        ``InternalError`` for an oversize or inconsistent answer.
         """
         self._batch_seq += 1
         batch_id = self._batch_seq
@@ -277,12 +283,14 @@ class WorkerProcess:
             channel.encode_requests(kind, batch_id, batch), batch_id, expect, on_intermediate
         )
         timer = asyncio.get_running_loop().call_later(timeout, self._expire, future, timeout)
+        timings: BatchTimings | None = None
         try:
+            if on_sent is not None:
+                on_sent()
             responses: list[PredictResponse] = await future
         finally:
             timer.cancel()
-            channel.finish(future)
-        timings = channel.last_timings
+            timings = channel.finish(future)
         if timings is not None and self._on_timings is not None:
             # Round trip minus the worker's own time: encoding, the socket both ways, decoding.
             self._on_timings(timings, time.perf_counter() - sent)

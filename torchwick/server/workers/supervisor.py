@@ -35,6 +35,7 @@ from .devices import (
     torch_gpu_count_if_loaded,
     usable_cpus,
     visible_gpu_count,
+    workers_sharing_gpu,
 )
 from .ipc import TOKEN_ENV
 from .model_log import ModelLog
@@ -213,6 +214,7 @@ class WorkerSupervisor:
             threads=self.threads_per_worker(),
             adaptive_threads=self.adaptive_threads(),
             omp_spin_count=self.settings.worker_omp_spin_count,
+            gpu_workers=self._gpu_workers(config, gpu_id),
         )
         token = secrets.token_hex(16)
         return WorkerProcess(
@@ -232,6 +234,16 @@ class WorkerSupervisor:
             clock=self._clock,
             sleep=self._sleep,
         )
+
+    def _gpu_workers(self, config: ModelVersionConfig, gpu_id: int | None) -> int:
+        # The workers gpu_memory_fraction: auto divides this GPU among (devices.py).
+        if gpu_id is None:
+            return 1
+        load = self.gpus.load()
+        on_gpu = load[gpu_id] if 0 <= gpu_id < len(load) else 1
+        allowed = len(config.device_ids) if config.device_ids else self.gpus.visible
+        planned = max(config.min_workers, config.max_workers)
+        return workers_sharing_gpu(on_gpu, planned, allowed)
 
     def _timings_of(self, spec: LoadSpec) -> TimingsHandler | None:
         if self._on_timings is None:

@@ -3,7 +3,10 @@
 It connects back to the frontend's socket, proves itself with the spawn token (from the
 environment, removed before any handler code runs; see ``process`` for why not argv), then
 serves frames one at a time on its main thread: LOAD once, then PREDICT/DESCRIBE batches
-serially, PING between them, SHUTDOWN to exit. The LOAD frame (``LoadSpec``) carries every
+serially, PING between them, SHUTDOWN to exit. With ``handler.pipeline_depth`` >= 2 in the
+model-config, batches run on the two threads of a ``pipelined.BatchPipeline`` instead and the
+main thread reads on (PINGs are answered at once); SHUTDOWN and end of stream then first let
+every batch received be answered. The LOAD frame (``LoadSpec``) carries every
 setting: the worker applies its thread budget (``OMP_NUM_THREADS``/``MKL_NUM_THREADS``, then
 torch's intra/inter-op threads; torch is first imported here, so OpenMP and MKL size their
 pools from it; the OpenMP spin count goes into the environment first), its adaptive-threads
@@ -47,6 +50,7 @@ from torchwick.handlers.messages import (
     PredictResponse,
 )
 from torchwick.handlers.redact import redact_paths
+from torchwick.handlers.serving_options import serving_options
 
 from . import shm_frames
 from .cpu_share import RunDelayMeter
@@ -63,6 +67,7 @@ from .ipc import (
     encode_pong,
     encode_responses,
 )
+from .pipelined import BatchPipeline, Job
 from .sanitize import checked_metrics, checked_responses
 from .sanitize import error_response as _error
 from .shm import ShmMapping
@@ -148,9 +153,18 @@ class WorkerLoop:
         #: and the LOAD frame's threshold for answers through it (0: by socket).
         self._shm: ShmMapping | None = None
         self._shm_threshold = 0
+        #: With ``handler.pipeline_depth`` >= 2: batches run on the pipeline's threads.
+        self._pipeline: BatchPipeline | None = None
 
     def run(self) -> int:
         """Serve frames; 0 after SHUTDOWN or a closed connection, 1 after a failed load."""
+        try:
+            return self._frames()
+        finally:
+            if self._pipeline is not None:  # answers every batch already received
+                self._pipeline.close()
+
+    def _frames(self) -> int:
         conn = self._conn
         while True:
             frame = conn.recv()
@@ -177,6 +191,8 @@ class WorkerLoop:
         self._shm_threshold = spec.shm_threshold
         budget = max(1, spec.threads)
         try:
+            # Checked first: a bad value fails the load before any model is loaded.
+            pipelined = serving_options(spec.model_yaml_config).pipeline_depth > 1
             self._environ.update(omp_wait_environment(spec.omp_spin_count, self._environ))
             self._apply_threads(budget)
             if spec.adaptive_threads and budget > 1:
@@ -190,28 +206,45 @@ class WorkerLoop:
             # The log keeps the paths; the frontend (and describe's lastError) does not.
             self._send_with_metrics(encode_load_result(status, redact_paths(message)))
             return False
+        if pipelined:
+            observe = self._threads.observe if self._threads is not None else None
+            self._pipeline = BatchPipeline(
+                self._service, self._answer, self._run_whole, observe=observe
+            )
         self._send_with_metrics(encode_load_result(200, f"loaded {spec.model_name}"))
         return True
 
     def _serve(self, kind: int, header: bytes, payload: bytes) -> None:
         received = time.perf_counter()
         decoded = shm_frames.decode_requests(header, payload, self._shm)
-        batch_id, batch = decoded.batch_id, decoded.requests
+        batch = decoded.requests
         if decoded.refused:  # shared-memory inputs it cannot read: answered on their own
             batch = [r for r in batch if r.request_id not in decoded.refused]
-        self._batch_id = batch_id
+        job = Job(kind, decoded.batch_id, batch, received, decoded)
+        if self._pipeline is not None:
+            self._pipeline.submit(job)
+        else:
+            self._answer(job, lambda: self._run_whole(job))
+
+    def _run_whole(self, job: Job) -> list[PredictResponse]:
         service = self._service
+        batch = list(job.batch)
+        if not batch:
+            return []
+        if service is None:
+            return [_error(r.request_id, 503, "Model is not loaded") for r in batch]
+        if job.kind == Kind.DESCRIBE:
+            return [service.describe(batch[0])]
+        if self._threads is None:
+            return service.predict(batch)
+        return self._threads.run(partial(service.predict, batch), len(batch))
+
+    def _answer(self, job: Job, run: Callable[[], list[PredictResponse]]) -> None:
+        """Run one batch (``run``), map what escapes it to statuses, send its answer frame."""
+        kind, batch_id, batch = job.kind, job.batch_id, job.batch
+        self._batch_id = batch_id
         try:
-            if not batch:
-                responses = []
-            elif service is None:
-                responses = [_error(r.request_id, 503, "Model is not loaded") for r in batch]
-            elif kind == Kind.DESCRIBE:
-                responses = [service.describe(batch[0])]
-            elif self._threads is None:
-                responses = service.predict(batch)
-            else:
-                responses = self._threads.run(partial(service.predict, batch), len(batch))
+            responses = run()
         except MemoryError:
             logger.exception("batch %d ran out of memory", batch_id)
             responses = [_error(r.request_id, 507, "System out of memory") for r in batch]
@@ -223,7 +256,8 @@ class WorkerLoop:
             message = f"Model service returned {len(responses)} responses for {len(batch)} requests"
             logger.error("%s", message)
             responses = [_error(r.request_id, 500, message) for r in batch]
-        if decoded.refused:
+        decoded = job.decoded
+        if decoded is not None and decoded.refused:
             responses = shm_frames.with_refused(decoded, responses)
         result = Kind.DESCRIBE_RESULT if kind == Kind.DESCRIBE else Kind.PREDICT_RESULT
         checked = checked_responses(responses, self._max_response_size)
@@ -231,17 +265,17 @@ class WorkerLoop:
         if kind == Kind.PREDICT:
             # The handler's phase times (when the service measured them) and the whole time
             # this batch spent in the worker: the frontend derives the IPC transfer from it.
-            phases = getattr(service, "last_timings", None)
+            phases = getattr(self._service, "last_timings", None)
             if not isinstance(phases, BatchTimings):
                 phases = _UNMEASURED
-            timings = replace(phases, worker=time.perf_counter() - received)
+            timings = replace(phases, worker=time.perf_counter() - job.received)
         self._send_with_metrics(
             shm_frames.encode_answer(
                 result,
                 batch_id,
                 checked,
                 timings,
-                region=decoded.region,
+                region=decoded.region if decoded is not None else None,
                 mapping=self._shm,
                 threshold=self._shm_threshold,
             )

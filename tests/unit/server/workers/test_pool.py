@@ -36,6 +36,8 @@ class FakeWorker:
         self.status = WorkerStatus.LOADING
         self.leased = False
         self.retiring = False
+        self.in_flight = 0
+        self.held_full = False
         self.exited: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self.gate: asyncio.Future[None] | None = None
 
@@ -52,8 +54,10 @@ class FakeWorker:
         self.status = WorkerStatus.READY
 
     async def predict(
-        self, batch: list[PredictRequest], *_: Any, **__: Any
+        self, batch: list[PredictRequest], *_: Any, on_sent: Any = None, **__: Any
     ) -> list[PredictResponse]:
+        if on_sent is not None:
+            on_sent()
         if self.gate is not None:
             await self.gate
         if self.exited.done():
@@ -305,4 +309,48 @@ async def test_load_errors_reach_clients_without_server_paths(tmp_path: Path) ->
     for text in (raised.value.message, pool.last_error or ""):
         assert str(tmp_path) not in text
         assert "No such file or directory: '.../w.pt'" in text
+    await supervisor.close()
+
+
+async def test_a_pipelined_worker_takes_batches_up_to_its_depth(tmp_path: Path) -> None:
+    supervisor = FakeSupervisor(tmp_path, [], sleep=Sleeps())
+    pool = _pool(supervisor, pipeline_depth=2)
+    await pool.scale(1, wait=True)
+    worker = supervisor.workers[0]
+    worker.gate = asyncio.get_running_loop().create_future()
+    first = await pool.acquire()
+    running = [asyncio.create_task(pool.run_batch(first, _batch()))]
+    await asyncio.sleep(0)
+    # Sent and not answered: the worker has room for one more batch.
+    second = pool.try_acquire()
+    assert second is not None and worker.in_flight == 1
+    running.append(asyncio.create_task(pool.run_batch(second, _batch())))
+    await asyncio.sleep(0)
+    # Two in flight: full until one of them is answered.
+    assert worker.in_flight == 2 and pool.try_acquire() is None
+    third = asyncio.create_task(pool.acquire())
+    await asyncio.sleep(0)
+    assert not third.done()
+    worker.gate.set_result(None)
+    await asyncio.gather(*running)
+    lease = await asyncio.wait_for(third, 5)
+    assert lease.worker_id == "9000" and worker.in_flight == 0
+    pool.release(lease)
+    assert pool.idle_count == 1
+    await supervisor.close()
+
+
+async def test_without_a_pipeline_a_worker_holds_one_batch(tmp_path: Path) -> None:
+    supervisor = FakeSupervisor(tmp_path, [], sleep=Sleeps())
+    pool = _pool(supervisor)
+    await pool.scale(1, wait=True)
+    worker = supervisor.workers[0]
+    worker.gate = asyncio.get_running_loop().create_future()
+    lease = await pool.acquire()
+    running = asyncio.create_task(pool.run_batch(lease, _batch()))
+    await asyncio.sleep(0)
+    assert worker.in_flight == 1 and pool.try_acquire() is None
+    worker.gate.set_result(None)
+    await running
+    assert pool.idle_count == 1 and worker.in_flight == 0
     await supervisor.close()
