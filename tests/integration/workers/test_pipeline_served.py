@@ -4,8 +4,8 @@ One server, one model store: the same ``image_classifier`` archive (a small CNN,
 weights) twice, once serial and once pipelined with a decode pool, one worker each. The same
 concurrent requests (JPEGs and PNGs of different sizes, two undecodable bodies among them) go
 to both; every answer must be the same, each to its own request, and the bad ones must fail
-alone with 400. A model-config with an invalid ``pipeline_depth`` is refused at registration
-with a 400 naming the key.
+alone with 400 (the images travel through shared memory, see ``shm_frames``). A model-config
+with an invalid ``pipeline_depth`` is refused at registration with a 400 naming the key.
 """
 
 from __future__ import annotations
@@ -64,7 +64,12 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     _archive(store, sources, "piped", {**BATCHING, "handler": piped})
     _archive(store, sources, "bad", {**BATCHING, "handler": {**HANDLER, "pipeline_depth": 9}})
     options = ServerOptions(
-        load_models="serial.mar,piped.mar", disable_token_auth=True, enable_model_api=True
+        load_models="serial.mar,piped.mar",
+        disable_token_auth=True,
+        enable_model_api=True,
+        # Images of a kilobyte and more travel through shared memory: the pipelined worker
+        # holds two batches' shared-memory regions at once.
+        config={"ipc_shm_threshold": "1024"},
     )
     with running_server(root, options) as running:
         yield running
