@@ -78,6 +78,8 @@ class Settings:
     keystore_type: str | None = None
     #: torch threads per worker; 0 means cores / total workers.
     worker_threads: int = 0
+    #: Warm spare workers kept (torch imported, waiting for a model); 0 turns them off.
+    warm_workers: int = 1
     #: Seconds between worker heartbeats; a worker silent for 3 intervals is replaced.
     worker_heartbeat_s: float = 5.0
     log_location: Path = Path("logs")

@@ -154,6 +154,17 @@ class WorkerChannel(asyncio.BufferedProtocol):
         self._transport.writelines(buffers)
         return True
 
+    def rebind(self, name: str, *, max_response_size: int, on_metrics: MetricsHandler) -> None:
+        """Give this connected channel to a new owner (a warm spare adopted by a model).
+
+        Only between frames: the spare sends nothing after its HELLO until it is sent LOAD.
+        """
+        self.name = name
+        self._on_metrics = on_metrics
+        self._decoder = FrameDecoder(
+            self._on_frame, self._on_oversize, max_payload=max_response_size
+        )
+
     def ping(self) -> bool:
         """Send a heartbeat probe; the PONG refreshes ``last_seen``."""
         self._ping_seq += 1
