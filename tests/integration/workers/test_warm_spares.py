@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -177,3 +178,31 @@ async def test_no_spares_when_turned_off(make_harness: HarnessFactory) -> None:
     await asyncio.wait_for(pool.scale(1, wait=True), 60)
     assert harness.supervisor.spares.ready() == []
     assert await _answer(pool, "cold") == b"cold"
+
+
+async def test_a_spare_that_cannot_start_is_retried_with_backoff_and_one_warning(
+    make_harness: HarnessFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A broken torch in the workers' environment: every spare exits at its warm-up import.
+    broken = tmp_path / "broken"
+    (broken / "torch").mkdir(parents=True)
+    (broken / "torch" / "__init__.py").write_text("raise ImportError('torch is broken here')\n")
+    environ = {**os.environ, "PYTHONPATH": str(broken)}
+    delays: list[float] = []
+
+    async def sleep(delay: float) -> None:
+        delays.append(delay)  # the backoff asked for; no real waiting
+        await asyncio.sleep(0)
+
+    caplog.set_level(logging.DEBUG, logger="torchwick.server.workers.spares")
+    harness = make_harness(supervisor_options={"environ": environ, "sleep": sleep})
+    harness.supervisor.start()
+    await _until(lambda: len(delays) >= 4, "four failed spare starts")
+    await harness.supervisor.close()
+    assert delays[:4] == [0.1, 0.2, 0.4, 0.8]
+    assert harness.supervisor.spares.ready() == []
+    records = [r for r in caplog.records if r.name.endswith("spares")]
+    warnings = [r for r in records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "could not start" in warnings[0].getMessage()
+    assert sum(r.levelno == logging.DEBUG for r in records) >= 3
+    assert "torch is broken here" in harness.model_log()

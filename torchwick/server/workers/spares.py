@@ -177,16 +177,22 @@ class WarmSpares:
         while not self._closed:
             profile = self._profile()
             self._serial += 1
-            worker = self._factory(self._serial, profile)
-            seat.worker, seat.profile, seat.ended, seat.settled = worker, profile, None, None
+            seat.worker, seat.profile, seat.ended, seat.settled = None, profile, None, None
             try:
+                worker = self._factory(self._serial, profile)
+                seat.worker = worker
                 await worker.start(self._spawn_timeout_s, load=False)
-            except LoadFailedError as exc:
-                await worker.exited
+            except Exception as exc:
+                if not isinstance(exc, LoadFailedError):  # a bug must not end the seat
+                    logger.exception("starting a warm spare worker failed")
+                if seat.worker is not None:
+                    seat.worker.kill("spare start failed")
+                    await seat.worker.exited
                 seat.worker = None
                 if self._closed:
                     return
-                await self._pause(seat, backoff, streak, f"could not start: {exc.message}")
+                reason = exc.message if isinstance(exc, LoadFailedError) else str(exc)
+                await self._pause(seat, backoff, streak, f"could not start: {reason}")
                 continue
             if self._closed:
                 await self._stop(worker)
