@@ -51,6 +51,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 from bench_models import build_model  # noqa: E402
+from bench_procs import read_proc, tree  # noqa: E402
 from bench_servers import free_ports  # noqa: E402
 
 _LISTENING = re.compile(r"listening (\d+) ms after start")
@@ -128,40 +129,15 @@ def _session_pids(sid: int) -> list[int]:
     return pids
 
 
-_TICK = os.sysconf("SC_CLK_TCK")
-
-
-def _stat(pid: int) -> list[str] | None:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-
-
 def _cpu_s(pid: int) -> float:
     """User + system CPU seconds of one live process (0 when it is gone)."""
-    fields = _stat(pid)
-    # After the name: state is field 3 of stat, utime 14 and stime 15 (indices 11, 12 here).
-    return 0.0 if fields is None else (int(fields[11]) + int(fields[12])) / _TICK
+    info = read_proc(pid)
+    return 0.0 if info is None else info.cpu_s
 
 
 def _tree_cpu_s(root: int) -> dict[int, float]:
-    """CPU seconds of ``root`` and every live descendant (by parent pid), by pid."""
-    parents: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            fields = _stat(int(entry.name))
-            if fields is not None:
-                parents[int(entry.name)] = int(fields[1])
-    tree = {root}
-    grew = True
-    while grew:
-        grew = False
-        for pid, parent in parents.items():
-            if parent in tree and pid not in tree:
-                tree.add(pid)
-                grew = True
-    return {pid: _cpu_s(pid) for pid in tree}
+    """CPU seconds of ``root`` and every live descendant, by pid."""
+    return {pid: info.cpu_s for pid, info in tree(root).items()}
 
 
 def _env(tree: Path, pycache: Path, tmp: Path) -> dict[str, str]:
