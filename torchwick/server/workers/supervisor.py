@@ -71,7 +71,9 @@ class WorkerSupervisor:
     worker's name and seconds from spawn to loaded model. Server-wide supervision policy for
     every pool: restarts follow ``backoff`` (default: capped at ``worker_backoff_max_s``); a
     pool reports a crash loop after ``max_load_failures`` consecutive failed loads and keeps
-    retrying; a stopped worker gets ``stop_grace_s`` to exit before it is killed.
+    retrying; a stopped worker gets ``stop_grace_s`` to exit before it is killed. ``spares``
+    holds the warm spare workers (``warm_workers``), started by ``start()`` and taken by
+    ``new_worker`` when one fits.
     """
 
     def __init__(
