@@ -3,26 +3,58 @@
 This is the seam the server uses (see ``docs/internal-contracts.md``): ``extract_archive`` and
 ``read_manifest`` to open a ``.mar``/``.tar.gz``/folder safely, ``Manifest`` and ``ModelConfig``
 to read what it says, and ``archive_model`` (or TorchServe's ``ModelArchiver`` API) to build one.
+
+Names are imported on first use: the server needs only the reader, and should not pay for the
+writer's imports at start-up.
 """
 
-from .errors import ArchiveError, UnsafeArchiveError
-from .manifest import MANIFEST_PATH, MODEL_NAME_PATTERN, Manifest, ModelSection
-from .model_config import ModelConfig, parse_model_config
-from .packaging import (
-    BUILTIN_HANDLERS,
-    ArchiveResult,
-    ModelArchiver,
-    ModelArchiverConfig,
-    archive_model,
-)
-from .reader import (
-    ArchiveContents,
-    ExtractedModel,
-    extract_archive,
-    inspect_archive,
-    read_manifest,
-)
-from .safety import ArchiveLimits, Entry
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .errors import ArchiveError, UnsafeArchiveError
+    from .manifest import MANIFEST_PATH, MODEL_NAME_PATTERN, Manifest, ModelSection
+    from .model_config import ModelConfig, parse_model_config
+    from .packaging import (
+        BUILTIN_HANDLERS,
+        ArchiveResult,
+        ModelArchiver,
+        ModelArchiverConfig,
+        archive_model,
+    )
+    from .reader import (
+        ArchiveContents,
+        ExtractedModel,
+        extract_archive,
+        inspect_archive,
+        read_manifest,
+    )
+    from .safety import ArchiveLimits, Entry
+
+_EXPORTS = {
+    "ArchiveContents": ".reader",
+    "ArchiveError": ".errors",
+    "ArchiveLimits": ".safety",
+    "ArchiveResult": ".packaging",
+    "BUILTIN_HANDLERS": ".packaging",
+    "Entry": ".safety",
+    "ExtractedModel": ".reader",
+    "MANIFEST_PATH": ".manifest",
+    "MODEL_NAME_PATTERN": ".manifest",
+    "Manifest": ".manifest",
+    "ModelArchiver": ".packaging",
+    "ModelArchiverConfig": ".packaging",
+    "ModelConfig": ".model_config",
+    "ModelSection": ".manifest",
+    "UnsafeArchiveError": ".errors",
+    "archive_model": ".packaging",
+    "extract_archive": ".reader",
+    "inspect_archive": ".reader",
+    "parse_model_config": ".model_config",
+    "read_manifest": ".reader",
+}
 
 __all__ = [
     "BUILTIN_HANDLERS",
@@ -46,3 +78,12 @@ __all__ = [
     "parse_model_config",
     "read_manifest",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value

@@ -13,8 +13,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-import yaml
-
 from .errors import ArchiveError
 
 DEVICE_TYPES = ("cpu", "gpu")
@@ -56,6 +54,8 @@ class ModelConfig:
 
 def parse_model_config(text: bytes | str, *, where: str = "model-config.yaml") -> ModelConfig:
     """Parse and check a model-config document; raise ``ArchiveError`` (naming ``where``)."""
+    import yaml  # here: the server reads archives long after its start-up
+
     try:
         loaded = yaml.safe_load(text)
     except yaml.YAMLError as exc:

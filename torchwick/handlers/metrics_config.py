@@ -24,11 +24,10 @@ without ``name``/``unit``/``dimensions``, dimension names that are not text).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import yaml
+from typing import TYPE_CHECKING, Any
 
 from .metrics import MetricsCache, MetricTypes
 
@@ -44,18 +43,27 @@ class _Lined(dict[Any, Any]):
     line = 0
 
 
-class _LineLoader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` whose mappings are ``_Lined``."""
+if TYPE_CHECKING:
+    import yaml
 
 
-def _construct_lined(loader: yaml.SafeLoader, node: yaml.MappingNode) -> Any:
-    data = _Lined()
-    data.line = node.start_mark.line + 1
-    yield data
-    data.update(loader.construct_mapping(node))
+@functools.cache
+def _line_loader() -> type[yaml.SafeLoader]:
+    """``yaml.SafeLoader`` whose mappings are ``_Lined``; built on first use, so that the
+    server does not import yaml at start-up when no metrics file is configured."""
+    import yaml
 
+    class LineLoader(yaml.SafeLoader):
+        pass
 
-_LineLoader.add_constructor("tag:yaml.org,2002:map", _construct_lined)
+    def construct_lined(loader: yaml.SafeLoader, node: yaml.MappingNode) -> Any:
+        data = _Lined()
+        data.line = node.start_mark.line + 1
+        yield data
+        data.update(loader.construct_mapping(node))
+
+    LineLoader.add_constructor("tag:yaml.org,2002:map", construct_lined)
+    return LineLoader
 
 
 def _at(source: str, value: Any) -> str:
@@ -140,8 +148,10 @@ def _section(value: Any, key: str, source: str) -> tuple[MetricSpec, ...]:
 
 def parse_metrics_config(text: str, source: str) -> MetricsConfig:
     """Parse the YAML ``text`` of the file called ``source`` (used in error messages)."""
+    import yaml
+
     try:
-        raw = yaml.load(text, Loader=_LineLoader)
+        raw = yaml.load(text, Loader=_line_loader())
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f" (line {mark.line + 1})" if mark is not None else ""

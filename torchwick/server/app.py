@@ -188,6 +188,7 @@ class _Server:
             system.start(loop)
             await self._listen(parts, metrics)
             await self._listen_grpc(parts, metrics)
+            supervisor.start()  # warm spare workers, once the listeners are up
         except (ListenerError, OSError) as exc:
             log.error("torchwick cannot start: %s", exc)
             await self._shutdown(parts)

@@ -82,6 +82,8 @@ class Settings:
     #: before it sleeps); -1 leaves OpenMP's default. Not applied when the environment already
     #: sets ``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT`` (see ``workers.threads``).
     worker_omp_spin_count: int = 1000
+    #: Warm spare workers kept (torch imported, waiting for a model); 0 turns them off.
+    warm_workers: int = 1
     #: Seconds between worker heartbeats; a worker silent for 3 intervals is replaced.
     worker_heartbeat_s: float = 5.0
     log_location: Path = Path("logs")

@@ -33,13 +33,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .config.errors import ConfigError
-from .config.models_json import ModelsMapping, parse_models_json
 from .config.properties import parse_properties
 from .security.files import write_private_file
 from .settings import Settings
+
+if TYPE_CHECKING:
+    from .config.models_json import ModelsMapping
 
 SNAPSHOT_KEY = "model_snapshot"
 SNAPSHOT_DIR = "config"
@@ -83,6 +85,10 @@ def parse_model_snapshot(text: str, where: str) -> RestoredModels:
     models = document.get("models") if isinstance(document, dict) else None
     if not isinstance(models, dict):
         raise SnapshotError(f'{where}: {SNAPSHOT_KEY} has no "models" object')
+    # Imported here: its pydantic models cost start-up time to every server (snapshots are
+    # read only when one is restored).
+    from .config.models_json import parse_models_json
+
     try:
         checked, unknown = parse_models_json(
             f"{SNAPSHOT_KEY}.models", json.dumps(models), zero_workers=True

@@ -25,7 +25,6 @@ from starlette.routing import BaseRoute, Route
 
 from torchwick.server.contracts import ModelMetadata
 from torchwick.server.errors import MethodNotAllowed, TorchwickError
-from torchwick.server.oip import decode_infer_request, encode_infer_response, parse_header_length
 from torchwick.server.oip.serving import OipPlane, OipService
 
 from .disconnect import DisconnectMonitor
@@ -218,6 +217,13 @@ class _Infer:
         self.api = api
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # The numpy codecs load on the first infer, not at server start.
+        from torchwick.server.oip import (
+            decode_infer_request,
+            encode_infer_response,
+            parse_header_length,
+        )
+
         api = self.api
         params: dict[str, str] = scope["path_params"]
         try:

@@ -212,6 +212,7 @@ KEYS: dict[str, KeySpec] = {
         "default_startup_timeout",
         "unregister_model_timeout",
         "worker_threads",
+        "warm_workers",
     ),
     **_same(_int(1), "job_queue_size", "max_request_size", "max_response_size"),
     # torchwick only: GOMP_SPINCOUNT for workers, -1 for OpenMP's default (docs/configuration.md)

@@ -21,7 +21,6 @@ from ..settings import DEFAULT_ALLOWED_URLS, Settings
 from .addresses import parse_address
 from .errors import ConfigError
 from .keys import IGNORED_KEYS, KEYS, META_KEYS, split_list, to_bool
-from .models_json import parse_models_json
 from .properties import parse_properties, substitute_env
 
 _LOGGER = logging.getLogger("torchwick.config")
@@ -131,6 +130,9 @@ def load_settings(options: CliOptions, environ: Mapping[str, str], cwd: Path) ->
         except ConfigError as error:
             raise ConfigError(f"{error} (from {source})") from None
     if "models" in raw:
+        # Imported here: its pydantic models cost start-up time to every server without it.
+        from .models_json import parse_models_json
+
         text, source = raw["models"]
         try:
             values["models"], unknown_fields = parse_models_json("models", text)

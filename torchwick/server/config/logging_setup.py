@@ -15,8 +15,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from .errors import ConfigError
 
 DEFAULT_FORMAT = "%(asctime)s %(levelname)s [%(name)s] %(message)s"
@@ -67,6 +65,9 @@ def _read_document(path: Path) -> dict[str, Any]:
         raise ConfigError(
             f"--log-config {path}: expected a .json, .yaml or .yml logging dictConfig file"
         )
+    # Imported here: every server configures logging, few from a YAML file (start-up time).
+    import yaml
+
     try:
         text = path.read_text(encoding="utf-8")
         document = json.loads(text) if suffix == ".json" else yaml.safe_load(text)

@@ -21,7 +21,6 @@ from grpc import aio
 
 from torchwick.server.api.responses import new_request_id
 from torchwick.server.errors import TorchwickError
-from torchwick.server.oip import decode_model_infer_request, encode_model_infer_response
 from torchwick.server.oip.serving import OipPlane, OipService
 
 from ._generated import grpc_predict_v2_pb2 as pb
@@ -104,6 +103,9 @@ class OipServicer(pb_grpc.GRPCInferenceServiceServicer):
         self, request: pb.ModelInferRequest, context: Context
     ) -> pb.ModelInferResponse:
         received = time.perf_counter()
+        # The numpy codecs load on the first infer, not at server start.
+        from torchwick.server.oip import decode_model_infer_request, encode_model_infer_response
+
         try:
             decoded = decode_model_infer_request(request)
             response = await self.service.infer(

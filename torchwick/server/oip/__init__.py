@@ -7,30 +7,66 @@
 - :mod:`.datatypes`: datatype names, shapes and the raw tensor layout.
 
 See docs/oip.md for the decoded form a handler receives.
+
+Names are imported on first use: the codecs need numpy, which the server should not import
+before its first OIP request (start-up time).
 """
 
-from .datatypes import DATATYPES, array_from_raw, datatype_of, raw_from_array
-from .grpc_codec import decode_model_infer_request, encode_model_infer_response
-from .json_tensors import array_from_json, json_from_array
-from .outputs import build_infer_response, output_tensor
-from .rest import (
-    BINARY_CONTENT_TYPE,
-    HEADER_LENGTH,
-    JSON_CONTENT_TYPE,
-    EncodedResponse,
-    decode_infer_request,
-    encode_infer_response,
-    parse_header_length,
-)
-from .tensors import (
-    InferRequest,
-    InferResponse,
-    InputTensor,
-    OutputTensor,
-    Parameters,
-    ParameterValue,
-    RequestedOutput,
-)
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .datatypes import DATATYPES, array_from_raw, datatype_of, raw_from_array
+    from .grpc_codec import decode_model_infer_request, encode_model_infer_response
+    from .json_tensors import array_from_json, json_from_array
+    from .outputs import build_infer_response, output_tensor
+    from .rest import (
+        BINARY_CONTENT_TYPE,
+        HEADER_LENGTH,
+        JSON_CONTENT_TYPE,
+        EncodedResponse,
+        decode_infer_request,
+        encode_infer_response,
+        parse_header_length,
+    )
+    from .tensors import (
+        InferRequest,
+        InferResponse,
+        InputTensor,
+        OutputTensor,
+        Parameters,
+        ParameterValue,
+        RequestedOutput,
+    )
+
+_EXPORTS = {
+    "BINARY_CONTENT_TYPE": ".rest",
+    "DATATYPES": ".datatypes",
+    "EncodedResponse": ".rest",
+    "HEADER_LENGTH": ".rest",
+    "InferRequest": ".tensors",
+    "InferResponse": ".tensors",
+    "InputTensor": ".tensors",
+    "JSON_CONTENT_TYPE": ".rest",
+    "OutputTensor": ".tensors",
+    "ParameterValue": ".tensors",
+    "Parameters": ".tensors",
+    "RequestedOutput": ".tensors",
+    "array_from_json": ".json_tensors",
+    "array_from_raw": ".datatypes",
+    "build_infer_response": ".outputs",
+    "datatype_of": ".datatypes",
+    "decode_infer_request": ".rest",
+    "decode_model_infer_request": ".grpc_codec",
+    "encode_infer_response": ".rest",
+    "encode_model_infer_response": ".grpc_codec",
+    "json_from_array": ".json_tensors",
+    "output_tensor": ".outputs",
+    "parse_header_length": ".rest",
+    "raw_from_array": ".datatypes",
+}
 
 __all__ = [
     "BINARY_CONTENT_TYPE",
@@ -58,3 +94,12 @@ __all__ = [
     "parse_header_length",
     "raw_from_array",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value

@@ -33,15 +33,6 @@ from torchwick.server.errors import (
     error_class_for_http,
 )
 
-from .datatypes import raw_from_array
-from .frames import (
-    HEADER_LENGTH,
-    OIP_MARKER,
-    OUTPUTS_CONTENT_TYPE,
-    decode_outputs,
-    tensor_content_type,
-)
-from .outputs import build_infer_response
 from .tensors import InferRequest, InferResponse
 
 SERVER_NAME = "torchwick"
@@ -119,6 +110,12 @@ class OipService:
         datatype, or a shape that differs where the declaration is not ``-1`` is an
         ``InvalidTensor`` naming the tensor (400), and the worker never sees it.
         """
+        # The numpy codecs are imported on the first infer, not at server start (numpy is
+        # about a tenth of the frontend's start-up).
+        from .datatypes import raw_from_array
+        from .frames import OIP_MARKER, OUTPUTS_CONTENT_TYPE, decode_outputs, tensor_content_type
+        from .outputs import build_infer_response
+
         check_declared(self.plane.metadata(model, version or None).inputs, request)
         inputs = tuple(
             InputParameter(
@@ -180,6 +177,8 @@ def check_declared(declared: Sequence[TensorSpec], request: InferRequest) -> Non
 
 
 def _header_length(result: InferenceResult) -> int:
+    from .frames import HEADER_LENGTH
+
     for name, value in result.headers:
         if name.lower() == HEADER_LENGTH:
             try:

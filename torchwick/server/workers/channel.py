@@ -178,6 +178,26 @@ class WorkerChannel(asyncio.BufferedProtocol):
         self._transport.writelines(buffers)
         return True
 
+    def rebind(
+        self,
+        name: str,
+        *,
+        max_response_size: int,
+        on_metrics: MetricsHandler,
+        shm: ShmSettings | None = None,
+    ) -> None:
+        """Give this connected channel to a new owner (a warm spare adopted by a model), with
+        the owner's shared-memory settings (the lane attaches after its LOAD).
+
+        Only between frames: the spare sends nothing after its HELLO until it is sent LOAD.
+        """
+        self.name = name
+        self._on_metrics = on_metrics
+        self.shm = ShmLane(shm) if shm is not None and shm.enabled else None
+        self._decoder = FrameDecoder(
+            self._on_frame, self._on_oversize, max_payload=max_response_size
+        )
+
     def ping(self) -> bool:
         """Send a heartbeat probe; the PONG refreshes ``last_seen``."""
         self._ping_seq += 1

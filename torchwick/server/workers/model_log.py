@@ -13,12 +13,27 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 MODEL_LOGGER = "torchwick.model_log"
 #: A line longer than this is split; a handler printing megabytes without newlines must not
 #: make the frontend buffer them.
 MAX_LINE = 64 * 1024
+
+
+class StreamLabel:
+    """A pump prefix, ``<name>-<stream>``, that follows its worker's current name: a warm
+    spare's lines carry the name of the model that took it from then on."""
+
+    __slots__ = ("_name", "_stream")
+
+    def __init__(self, name: Callable[[], str], stream: str) -> None:
+        self._name = name
+        self._stream = stream
+
+    def __str__(self) -> str:
+        return f"{self._name()}-{self._stream}"
 
 
 class ModelLog:
@@ -39,8 +54,9 @@ class ModelLog:
             # handler's prints and tracebacks.
             self._handler = handler
 
-    async def pump(self, stream: asyncio.StreamReader, prefix: str) -> None:
-        """Log every line of ``stream`` as ``<prefix> <line>`` until end of file."""
+    async def pump(self, stream: asyncio.StreamReader, prefix: object) -> None:
+        """Log every line of ``stream`` as ``<prefix> <line>`` until end of file; ``prefix``
+        is formatted per line (``str(prefix)``), so its owner may rename it meanwhile."""
         log = self.logger.info
         pending = b""
         while True:

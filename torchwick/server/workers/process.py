@@ -4,7 +4,8 @@ The frontend listens on a fresh unix socket in the supervisor's private (0700) d
 spawns ``python -P -m torchwick.server.workers.worker_main --socket PATH`` (a fresh
 interpreter: spawn semantics, and ``-P`` keeps the model directory, the worker's cwd, from
 shadowing modules), and waits for the worker to connect and prove itself with the spawn token.
-Its stdout and stderr are pumped into the model log.
+Its stdout and stderr are pumped into the model log. A warm spare (``spares.py``) is the same
+process started ahead of need with ``--warm-threads N`` and adopted by a model later.
 
 What travels how: the command line carries only the socket path (needed before any frame can
 be read). The spawn token travels in the environment because a command line is world-readable
@@ -30,7 +31,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,7 @@ from torchwick.server.errors import InternalError, ResponseTimeout
 from .channel import IntermediateHandler, MetricsHandler, WorkerChannel
 from .config import WorkerInfo, WorkerStatus
 from .ipc import Kind, encode_load, encode_shutdown
-from .model_log import ModelLog
+from .model_log import ModelLog, StreamLabel
 from .shm_lane import ShmSettings
 
 #: Receives the worker's ``BatchTimings`` of one batch and its round trip in seconds.
@@ -102,6 +103,8 @@ class WorkerProcess:
         sleep: Callable[[float], Awaitable[Any]],
         on_timings: TimingsHandler | None = None,
         on_loaded: Callable[[str, float], None] | None = None,
+        cwd: str | None = None,
+        worker_args: Sequence[str] = (),
     ) -> None:
         self.worker_id = worker_id
         self.name = name
@@ -129,6 +132,10 @@ class WorkerProcess:
         self._batch_seq = 0
         self._on_timings = on_timings
         self._on_loaded = on_loaded
+        #: A warm spare (``spares.py``) runs elsewhere than a model folder and with extra
+        #: worker arguments until a model adopts it.
+        self._cwd = cwd
+        self._worker_args = tuple(worker_args)
         loop = asyncio.get_running_loop()
         self.exited: asyncio.Future[int] = loop.create_future()
         self.channel = WorkerChannel(
@@ -151,8 +158,11 @@ class WorkerProcess:
 
     # ---- start-up ----------------------------------------------------------------------------
 
-    async def start(self, timeout: float) -> None:
+    async def start(self, timeout: float, *, load: bool = True) -> None:
         """Spawn the process, wait for it to connect, load the model: all within ``timeout``.
+
+        A warm spare (``spares.py``) is started with ``load=False`` (spawned and connected
+        only); once adopted, its ``start`` only loads.
 
         Raises ``LoadFailedError`` (the worker's load status and message, or 500 for a spawn
         failure, a death or a timeout). The process is killed on failure; ``exited`` resolves.
@@ -161,7 +171,10 @@ class WorkerProcess:
         deadline = loop.time() + timeout
         started = loop.time()
         try:
-            await self._spawn(deadline)
+            if self._proc is None:  # else an adopted warm spare: spawned and connected
+                await self._spawn(deadline)
+            if not load:
+                return
             future = self.channel.start(encode_load(self.spec), 0, Kind.LOAD_RESULT)
             try:
                 status, message = await asyncio.wait_for(future, deadline - loop.time())
@@ -210,7 +223,8 @@ class WorkerProcess:
                 "torchwick.server.workers.worker_main",
                 "--socket",
                 path,
-                cwd=self.spec.model_dir,
+                *self._worker_args,
+                cwd=self._cwd or self.spec.model_dir,
                 env=dict(self._env),
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
@@ -223,8 +237,8 @@ class WorkerProcess:
             self.start_time = datetime.now(UTC)
             assert proc.stdout is not None and proc.stderr is not None
             pumps = [
-                asyncio.create_task(self._model_log.pump(proc.stdout, f"{self.name}-stdout")),
-                asyncio.create_task(self._model_log.pump(proc.stderr, f"{self.name}-stderr")),
+                asyncio.create_task(self._model_log.pump(pipe, StreamLabel(self._name, label)))
+                for pipe, label in ((proc.stdout, "stdout"), (proc.stderr, "stderr"))
             ]
             self._tasks.append(asyncio.create_task(self._watch(proc, pumps)))
             await asyncio.wait_for(asyncio.shield(self.channel.hello), deadline - loop.time())
@@ -232,6 +246,34 @@ class WorkerProcess:
             server.close()
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
+
+    def _name(self) -> str:
+        return self.name
+
+    def adopt(
+        self,
+        *,
+        worker_id: int,
+        name: str,
+        spec: LoadSpec,
+        on_metrics: MetricsHandler,
+        on_timings: TimingsHandler | None,
+        on_loaded: Callable[[str, float], None] | None,
+    ) -> None:
+        """Give this spawned, connected, not yet loaded worker to a model's slot; ``start``
+        then only sends the LOAD frame. Its log lines carry the new name from now on."""
+        self.worker_id = worker_id
+        self.name = name
+        self.spec = spec
+        self.start_time = datetime.now(UTC)
+        self._on_timings = on_timings
+        self._on_loaded = on_loaded
+        self.channel.rebind(
+            name,
+            max_response_size=spec.max_response_size,
+            on_metrics=on_metrics,
+            shm=ShmSettings(spec.shm_threshold, spec.shm_size, spec.max_response_size),
+        )
 
     async def _watch(
         self, proc: asyncio.subprocess.Process, pumps: list[asyncio.Task[None]]

@@ -41,6 +41,8 @@ from .ipc import TOKEN_ENV
 from .model_log import ModelLog
 from .pool import WorkerPool
 from .process import TimingsHandler, WorkerProcess
+from .spares import WarmProfile, WarmSpares
+from .threads import omp_wait_environment
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +73,9 @@ class WorkerSupervisor:
     worker's name and seconds from spawn to loaded model. Server-wide supervision policy for
     every pool: restarts follow ``backoff`` (default: capped at ``worker_backoff_max_s``); a
     pool reports a crash loop after ``max_load_failures`` consecutive failed loads and keeps
-    retrying; a stopped worker gets ``stop_grace_s`` to exit before it is killed.
+    retrying; a stopped worker gets ``stop_grace_s`` to exit before it is killed. ``spares``
+    holds the warm spare workers (``warm_workers``), started by ``start()`` and taken by
+    ``new_worker`` when one fits.
     """
 
     def __init__(
@@ -109,8 +113,24 @@ class WorkerSupervisor:
         self._socket_dir: Path | None = None
         self._model_log: ModelLog | None = None
         self._closed = False
+        self.spares = WarmSpares(
+            settings.warm_workers,
+            self._new_spare,
+            self._next_profile,
+            backoff=self._backoff,
+            spawn_timeout_s=float(settings.default_startup_timeout),
+            stop_grace_s=stop_grace_s,
+            clock=clock,
+            sleep=sleep,
+        )
 
     # ---- pools -------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the warm spare workers (``warm_workers``); the server calls it once it
+        listens, so that the spares' torch imports do not delay its first answer."""
+        if not self._closed:
+            self.spares.start()
 
     def open_model_log(self) -> None:
         """Attach the model log's file handler now (otherwise it opens with the first worker),
@@ -151,6 +171,7 @@ class WorkerSupervisor:
     async def close(self) -> None:
         """Close every pool (stopping its workers), then remove the socket folder."""
         self._closed = True
+        await self.spares.close()
         await asyncio.gather(*(pool.close() for pool in list(self._pools.values())))
         if self._model_log is not None:
             self._model_log.close()
@@ -191,6 +212,9 @@ class WorkerSupervisor:
         self.gpus.release(gpu_id)
         if self._socket_dir is not None:
             (self._socket_dir / f"{worker_id}.sock").unlink(missing_ok=True)
+        # The next worker's thread budget may have grown: a spare made for the old one would
+        # not fit it.
+        self.spares.refresh()
 
     def threads_per_worker(self) -> int:
         """torch threads for a worker started now (``worker_threads``, else cores / workers)."""
@@ -216,19 +240,34 @@ class WorkerSupervisor:
             omp_spin_count=self.settings.worker_omp_spin_count,
             gpu_workers=self._gpu_workers(config, gpu_id),
         )
+        name = f"W-{worker_id}-{spec.model_name}_{spec.model_version}"
+
+        def on_metrics(records: Sequence[MetricRecord]) -> None:
+            self._on_metrics(spec.model_name, spec.model_version, records)
+
+        spare = self.spares.take(WarmProfile(spec.threads))
+        if spare is not None:
+            logger.info("worker %s takes the warm spare worker (pid %s)", name, spare.pid)
+            spare.adopt(
+                worker_id=worker_id,
+                name=name,
+                spec=spec,
+                on_metrics=on_metrics,
+                on_timings=self._timings_of(spec),
+                on_loaded=self._settling(spare),
+            )
+            return spare
         token = secrets.token_hex(16)
         return WorkerProcess(
             worker_id=worker_id,
-            name=f"W-{worker_id}-{spec.model_name}_{spec.model_version}",
+            name=name,
             spec=spec,
             socket_path=self._sockets() / f"{worker_id}.sock",
             env=self.worker_environment(token),
             token=token,
             heartbeat_s=self.settings.worker_heartbeat_s,
             model_log=self._log(),
-            on_metrics=lambda records: self._on_metrics(
-                spec.model_name, spec.model_version, records
-            ),
+            on_metrics=on_metrics,
             on_timings=self._timings_of(spec),
             on_loaded=self._on_loaded,
             clock=self._clock,
@@ -244,6 +283,52 @@ class WorkerSupervisor:
         allowed = len(config.device_ids) if config.device_ids else self.gpus.visible
         planned = max(config.min_workers, config.max_workers)
         return workers_sharing_gpu(on_gpu, planned, allowed)
+
+    def _settling(self, spare: WorkerProcess) -> Callable[[str, float], None]:
+        # A taken spare's seat waits for this (or the worker's exit) before it spawns the
+        # replacement, so the replacement's torch import does not slow this load.
+        spare.exited.add_done_callback(lambda _: self.spares.settled(spare))
+
+        def loaded(name: str, seconds: float) -> None:
+            self.spares.settled(spare)
+            if self._on_loaded is not None:
+                self._on_loaded(name, seconds)
+
+        return loaded
+
+    def _next_profile(self) -> WarmProfile:
+        # The budget of a worker started next: one more live slot than now.
+        return WarmProfile(
+            thread_budget(self.settings.worker_threads, self._cpus, self._live_slots + 1)
+        )
+
+    def _new_spare(self, serial: int, profile: WarmProfile) -> WorkerProcess:
+        token = secrets.token_hex(16)
+        folder = self._sockets()
+        # A placeholder until a model adopts it: no model folder, the default response limit.
+        spec = LoadSpec(
+            model_name="spare",
+            model_version=str(serial),
+            model_dir=str(folder),
+            handler="",
+            threads=profile.threads,
+            max_response_size=self.settings.max_response_size,
+        )
+        return WorkerProcess(
+            worker_id=0,
+            name=f"warm-spare-{serial}",
+            spec=spec,
+            socket_path=folder / f"spare-{serial}.sock",
+            env=self._spare_environment(token),
+            token=token,
+            heartbeat_s=self.settings.worker_heartbeat_s,
+            model_log=self._log(),
+            on_metrics=lambda records: None,  # a spare runs no handler code
+            clock=self._clock,
+            sleep=self._sleep,
+            cwd=str(folder),
+            worker_args=("--warm-threads", str(profile.threads)),
+        )
 
     def _timings_of(self, spec: LoadSpec) -> TimingsHandler | None:
         if self._on_timings is None:
@@ -273,6 +358,13 @@ class WorkerSupervisor:
             parts = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
             if package_root not in parts:
                 env["PYTHONPATH"] = os.pathsep.join([*parts, package_root])
+        return env
+
+    def _spare_environment(self, token: str) -> dict[str, str]:
+        # A spare imports torch before any LOAD frame: OpenMP reads its wait policy then, so
+        # the server's worker_omp_spin_count (the same for every worker) is set from the start.
+        env = self.worker_environment(token)
+        env.update(omp_wait_environment(self.settings.worker_omp_spin_count, env))
         return env
 
     def _sockets(self) -> Path:

@@ -12,7 +12,9 @@ torch's intra/inter-op threads; torch is first imported here, so OpenMP and MKL 
 pools from it; the OpenMP spin count goes into the environment first), its adaptive-threads
 flag and its response size limit, then loads the model.
 Nothing but frames goes over the socket; stdout and stderr (where the ``torchwick.model``
-logger writes) are captured by the frontend.
+logger writes) are captured by the frontend. With ``--warm-threads N`` it is a warm spare
+(``warm.py``): it applies that budget and imports the handler runtime before it connects, and
+moves into the model folder at LOAD.
 
 Failure modes: a load failure is answered with the load error's status (507 for
 out-of-memory, else 500) and message, then the process exits with code 1. A handler failure
@@ -73,6 +75,7 @@ from .sanitize import error_response as _error
 from .shm import ShmMapping
 from .stream import BlockingFrameSocket
 from .threads import AdaptiveThreads, omp_wait_environment
+from .warm import warm_up
 
 logger = logging.getLogger("torchwick.server.workers.worker")
 
@@ -136,8 +139,11 @@ class WorkerLoop:
         apply_threads: Callable[[int], None] | None = None,
         set_intra_op: Callable[[int], None] | None = None,
         environ: MutableMapping[str, str] | None = None,
+        chdir: bool = False,
     ) -> None:
         self._conn = conn
+        #: A warm spare was started outside any model folder: it moves into it at LOAD.
+        self._chdir = chdir
         self._threads: AdaptiveThreads | None = None
         self._apply_threads = apply_threads or apply_thread_budget
         self._set_intra_op = set_intra_op or set_intra_op_threads
@@ -193,6 +199,8 @@ class WorkerLoop:
         try:
             # Checked first: a bad value fails the load before any model is loaded.
             pipelined = serving_options(spec.model_yaml_config).pipeline_depth > 1
+            if self._chdir:
+                os.chdir(spec.model_dir)
             self._environ.update(omp_wait_environment(spec.omp_spin_count, self._environ))
             self._apply_threads(budget)
             if spec.adaptive_threads and budget > 1:
@@ -356,6 +364,12 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     # Only what is needed to connect: every other setting arrives in the LOAD frame.
     parser = argparse.ArgumentParser(prog="torchwick-worker")
     parser.add_argument("--socket", required=True, help="unix socket the frontend listens on")
+    parser.add_argument(
+        "--warm-threads",
+        type=int,
+        default=0,
+        help="a warm spare: import torch with this thread budget before connecting",
+    )
     return parser.parse_args(argv)
 
 
@@ -369,12 +383,15 @@ def main(
         level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s - %(message)s"
     )
     token = os.environ.pop(TOKEN_ENV, "")
+    warm = args.warm_threads > 0
+    if warm:
+        warm_up(args.warm_threads, apply_thread_budget)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.connect(args.socket)
     conn = BlockingFrameSocket(sock)
     try:
         conn.send(encode_hello(token, os.getpid()))
-        return WorkerLoop(conn, load_service).run()
+        return WorkerLoop(conn, load_service, chdir=warm).run()
     except (ProtocolError, OSError) as exc:
         logger.error("worker connection failed: %s", exc)
         return 2
