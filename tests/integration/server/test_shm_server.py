@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import threading
 import time
@@ -264,3 +265,30 @@ def test_a_killed_frontend_leaves_nothing(tmp_path: Path) -> None:
 
 def _parent(pid: int) -> int:
     return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def test_a_worker_made_from_a_warm_spare_uses_shared_memory_and_the_spin_count(
+    tmp_path: Path,
+) -> None:
+    # The spare is spawned before any model exists: it must take its model's shared-memory
+    # settings at adoption, and it imports torch before any LOAD, so OpenMP's spin count must
+    # already be in its environment.
+    _archive(tmp_path)
+    options = _options(THRESHOLD, enable_model_api=True)
+    options = ServerOptions(
+        disable_token_auth=True,
+        enable_model_api=True,
+        config={**options.config, "worker_omp_spin_count": "777"},
+    )
+    ready = re.compile(r"warm spare worker ready \(pid (\d+)")
+    with running_server(tmp_path, options) as server:
+        _wait_for(lambda: bool(ready.search(server.output.read_text())), "the warm spare")
+        spare = int(ready.findall(server.output.read_text())[0])
+        with server.client("management", timeout=120) as management:
+            query = {"url": "echo.mar", "initial_workers": "1", "synchronous": "true"}
+            assert management.post("/models", params=query).status_code == 200
+        assert _worker_pids(server) == [spare]  # the spare was adopted
+        environ = Path(f"/proc/{spare}/environ").read_bytes().split(b"\0")
+        assert b"GOMP_SPINCOUNT=777" in environ
+        status, body, origin = _raw(server, RESNET_INPUT)
+        assert (status, body, origin) == (200, RESNET_INPUT[::-1], "shm")
