@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import tritonclient.http as triton_http
 
+from tests.support.processes import gone, parent_of
 from tests.support.server import (
     ServerOptions,
     ServerProcess,
@@ -175,14 +176,6 @@ def _worker_pids(server: ServerProcess) -> list[int]:
     return [w["pid"] for w in described[0]["workers"] if w["pid"] > 0]
 
 
-def _gone(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
-    return stat.rsplit(")", 1)[1].split()[0] == "Z"  # a zombie holds no memory
-
-
 def _wait_for(condition: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -216,7 +209,7 @@ def test_a_worker_killed_mid_batch_leaves_nothing(tmp_path: Path) -> None:
         _wait_for(lambda: "sleeping on it" in server.logs(), "the batch to reach the handler")
         os.kill(pid, signal.SIGKILL)
         sender.join(60)
-        _wait_for(lambda: _gone(pid), "the killed worker to be reaped")
+        _wait_for(lambda: gone(pid), "the killed worker to be reaped")
         _wait_for(lambda: _worker_pids(server) not in ([], [pid]), "the replacement worker")
         [replacement] = _worker_pids(server)
         _wait_for(lambda: _raw(server, RESNET_INPUT)[2] == "shm", "the replacement's arena")
@@ -234,7 +227,7 @@ def test_a_worker_killed_mid_load_leaves_nothing(tmp_path: Path) -> None:
         _wait_for(lambda: "loading slowly" in server.logs(), "the worker to be loading")
         [pid] = _worker_pids(server)
         os.kill(pid, signal.SIGKILL)
-        _wait_for(lambda: _gone(pid), "the killed worker to be reaped")
+        _wait_for(lambda: gone(pid), "the killed worker to be reaped")
         assert _maps(server.process.pid) == 0  # an arena exists only after a good load
         assert _dev_shm() == before
     assert _dev_shm() == before
@@ -246,7 +239,7 @@ def test_a_killed_frontend_leaves_nothing(tmp_path: Path) -> None:
     server = start_server(tmp_path, _options(THRESHOLD))
     try:
         frontend = server.process.pid
-        assert _parent(frontend) == os.getpid()  # our own child: safe to signal
+        assert parent_of(frontend) == os.getpid()  # our own child: safe to signal
         [pid] = _worker_pids(server)
         assert _raw(server, RESNET_INPUT)[2] == "shm"
         assert (_maps(frontend), _maps(pid)) == (1, 1)
@@ -255,16 +248,12 @@ def test_a_killed_frontend_leaves_nothing(tmp_path: Path) -> None:
         os.kill(frontend, signal.SIGKILL)
         server.process.wait(30)
         # The worker follows its frontend (PR_SET_PDEATHSIG), and with it the last mapping.
-        _wait_for(lambda: _gone(pid), "the worker to die with its frontend")
+        _wait_for(lambda: gone(pid), "the worker to die with its frontend")
         sender.join(60)
         assert _dev_shm() == before
     finally:
         server.stop()
     assert _dev_shm() == before
-
-
-def _parent(pid: int) -> int:
-    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
 
 
 def test_a_worker_made_from_a_warm_spare_uses_shared_memory_and_the_spin_count(

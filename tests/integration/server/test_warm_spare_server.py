@@ -16,6 +16,7 @@ import torch
 from examples.models import MLP
 from tests.integration.server import model_handlers as handlers
 from tests.support.models import save_torchscript
+from tests.support.processes import descendants, descends_from, gone
 from tests.support.server import ServerOptions, ServerProcess, build_archive, running_server
 
 pytestmark = pytest.mark.timeout(240)
@@ -40,43 +41,6 @@ def _console(server: ServerProcess) -> str:
 
 def _ready_pids(server: ServerProcess) -> list[int]:
     return [int(pid) for pid, _ in _READY.findall(_console(server))]
-
-
-def _parent(pid: int) -> int | None:
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            # After the name: state, ppid, ...
-            return int(stat.read().rsplit(")", 1)[1].split()[1])
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-
-
-def _descends_from(pid: int, ancestor: int) -> bool:
-    current: int | None = pid
-    for _ in range(64):  # deeper than any real process tree here
-        if current is None or current <= 1:
-            return False
-        if current == ancestor:
-            return True
-        current = _parent(current)
-    return False
-
-
-def _descendants(root: int) -> set[int]:
-    found = set()
-    for entry in Path("/proc").iterdir():
-        pid = int(entry.name) if entry.name.isdigit() else root
-        if pid != root and _descends_from(pid, root):
-            found.add(pid)
-    return found
-
-
-def _gone(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except FileNotFoundError:
-        return True
 
 
 def _mlp_store(root: Path) -> tuple[torch.Tensor, list[float]]:
@@ -104,7 +68,7 @@ def test_register_takes_the_spare_which_is_replaced_then_killed_then_stopped(
         management = server.client("management", timeout=120)
         _wait(lambda: len(_ready_pids(server)) == 1, "the warm spare")
         [spare] = _ready_pids(server)
-        assert _descends_from(spare, server_pid)
+        assert descends_from(spare, server_pid)
         # Not a model worker: no model, nothing in describe.
         assert management.get("/models").json()["models"] == []
 
@@ -121,24 +85,24 @@ def test_register_takes_the_spare_which_is_replaced_then_killed_then_stopped(
         # Replaced after use, by a new process of this server.
         _wait(lambda: len(_ready_pids(server)) == 2, "the replacement spare")
         replacement = _ready_pids(server)[1]
-        assert replacement != spare and _descends_from(replacement, server_pid)
+        assert replacement != spare and descends_from(replacement, server_pid)
 
         # Replaced after being killed (checked to be ours first).
-        assert _descends_from(replacement, server_pid)
+        assert descends_from(replacement, server_pid)
         os.kill(replacement, signal.SIGKILL)
         _wait(lambda: len(_ready_pids(server)) == 3, "a spare after the kill")
         third = _ready_pids(server)[2]
-        assert third not in (spare, replacement) and _descends_from(third, server_pid)
+        assert third not in (spare, replacement) and descends_from(third, server_pid)
         # The model's worker was not touched, and still answers.
         [still] = management.get("/models/mlp").json()[0]["workers"]
         assert still["pid"] == spare
         assert server.client().post("/predictions/mlp", json=sample.tolist()).status_code == 200
 
-        processes = _descendants(server_pid)
+        processes = descendants(server_pid)
         assert {spare, third} <= processes
     # running_server stopped it: the frontend and everything it started are gone.
     assert server.process.returncode == 0
-    _wait(lambda: all(_gone(pid) for pid in processes | {server_pid}), "every process to exit", 30)
+    _wait(lambda: all(gone(pid) for pid in processes | {server_pid}), "every process to exit", 30)
 
 
 def test_without_spares_a_register_spawns_cold(tmp_path: Path) -> None:
@@ -153,6 +117,6 @@ def test_without_spares_a_register_spawns_cold(tmp_path: Path) -> None:
         answer = server.client().post("/predictions/mlp", json=sample.tolist())
         assert answer.json() == {"argmax": int(torch.tensor(logits).argmax()), "size": 10}
         [worker] = management.get("/models/mlp").json()[0]["workers"]
-        assert _descends_from(worker["pid"], server.process.pid)
+        assert descends_from(worker["pid"], server.process.pid)
         logs = _console(server)
         assert _READY.findall(logs) == [] and _TAKES.findall(logs) == []

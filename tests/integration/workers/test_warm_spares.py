@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.processes import gone
 from torchwick.server.errors import ModelLoadFailed
 from torchwick.server.workers import WorkerPool
 from torchwick.server.workers.spares import WarmProfile
@@ -35,14 +36,6 @@ async def _ready_spare(harness: Harness, not_pid: int | None = None) -> tuple[in
     )
     [(pid, profile)] = spares.ready()
     return pid, profile
-
-
-def _gone(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except FileNotFoundError:
-        return True
 
 
 async def _answer(pool: WorkerPool, body: str) -> bytes:
@@ -94,7 +87,7 @@ async def test_a_scale_up_takes_the_spare_and_a_fitting_one_replaces_it(
         lambda: [p for _, p in harness.supervisor.spares.ready()] == [WarmProfile(4)],
         "a four-thread spare",
     )
-    await _until(lambda: _gone(third), "the unfitting spare to exit")
+    await _until(lambda: gone(third), "the unfitting spare to exit")
 
 
 async def test_a_spare_that_does_not_fit_leaves_the_worker_cold(
@@ -137,7 +130,7 @@ async def test_a_failed_load_on_a_taken_spare_is_a_normal_failed_load(
     with pytest.raises(ModelLoadFailed, match="cannot read the weights"):
         await asyncio.wait_for(pool.scale(1, wait=True), 60)
     assert f"W-9000-echo_1.0 takes the warm spare worker (pid {spare_pid})" in caplog.text
-    await _until(lambda: _gone(spare_pid), "the failed worker to exit")
+    await _until(lambda: gone(spare_pid), "the failed worker to exit")
 
 
 async def test_a_killed_spare_is_replaced_with_one_warning(
@@ -149,7 +142,7 @@ async def test_a_killed_spare_is_replaced_with_one_warning(
     first, _ = await _ready_spare(harness)
     os.kill(first, signal.SIGKILL)
     second, _ = await _ready_spare(harness, not_pid=first)
-    assert second != first and _gone(first)
+    assert second != first and gone(first)
     warnings = [
         r for r in caplog.records if r.name.endswith("spares") and r.levelno == logging.WARNING
     ]
@@ -168,7 +161,7 @@ async def test_close_stops_every_spare_and_worker(make_harness: HarnessFactory) 
     assert len(pids) == 3
     await harness.supervisor.close()
     # close() returns once every process has exited and been reaped.
-    assert [pid for pid in pids if not _gone(pid)] == []
+    assert [pid for pid in pids if not gone(pid)] == []
 
 
 async def test_no_spares_when_turned_off(make_harness: HarnessFactory) -> None:
