@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.processes import gone
+from tests.support.processes import descendants, gone
 from torchwick.server.errors import ModelLoadFailed
 from torchwick.server.workers import WorkerPool
 from torchwick.server.workers.spares import WarmProfile
@@ -199,3 +200,29 @@ async def test_a_spare_that_cannot_start_is_retried_with_backoff_and_one_warning
     assert len(warnings) == 1 and "could not start" in warnings[0].getMessage()
     assert sum(r.levelno == logging.DEBUG for r in records) >= 3
     assert "torch is broken here" in harness.model_log()
+
+
+async def test_a_stop_while_a_spare_starts_warns_about_nothing(
+    make_harness: HarnessFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Closed once the spare's process exists, it is usually still importing torch (else it
+    # is ready): either way a normal stop is nothing to warn about.
+    harness = make_harness(warm_workers=1)
+    caplog.set_level(logging.INFO, logger="torchwick.server.workers")
+    harness.supervisor.start()
+
+    def spawned() -> bool:
+        for pid in descendants(os.getpid()):
+            with contextlib.suppress(OSError):
+                if b"--warm-threads" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    return True
+        return False
+
+    await _until(spawned, "the spare's process")
+    await harness.supervisor.close()
+    warnings = [
+        r.getMessage()
+        for r in caplog.records
+        if r.name.startswith("torchwick.server.workers") and r.levelno >= logging.WARNING
+    ]
+    assert warnings == []

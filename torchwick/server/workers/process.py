@@ -136,6 +136,7 @@ class WorkerProcess:
         #: worker arguments until a model adopts it.
         self._cwd = cwd
         self._worker_args = tuple(worker_args)
+        self._kill_logged = False
         loop = asyncio.get_running_loop()
         self.exited: asyncio.Future[int] = loop.create_future()
         self.channel = WorkerChannel(
@@ -363,11 +364,17 @@ class WorkerProcess:
 
     # ---- stopping ----------------------------------------------------------------------------
 
-    def kill(self, reason: str) -> None:
-        """SIGKILL the worker's process group now and fail its pending operation."""
+    def kill(self, reason: str, *, expected: bool = False) -> None:
+        """SIGKILL the worker's process group now and fail its pending operation.
+
+        Logged once per process (later calls while it dies repeat nothing): as a warning,
+        or at INFO when ``expected`` (a stop that needs no one's attention)."""
         proc = self._proc
         if proc is not None and proc.returncode is None:
-            logger.warning("killing worker %s (pid %s): %s", self.name, proc.pid, reason)
+            if not self._kill_logged:
+                self._kill_logged = True
+                level = logging.INFO if expected else logging.WARNING
+                logger.log(level, "killing worker %s (pid %s): %s", self.name, proc.pid, reason)
             try:
                 os.killpg(proc.pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):

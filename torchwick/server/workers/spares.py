@@ -30,6 +30,7 @@ from enum import Enum
 from typing import Any
 
 from .backoff import Backoff, BackoffPolicy
+from .config import WorkerStatus
 from .process import LoadFailedError, WorkerProcess
 
 logger = logging.getLogger(__name__)
@@ -166,7 +167,9 @@ class WarmSpares:
                 seat.ready = False
                 _end(seat, _End.CLOSED)
             elif seat.worker is not None and seat.ended is None:
-                seat.worker.kill("server stopping")  # still starting
+                # Still starting: an expected end, not a failure to report.
+                seat.worker.status = WorkerStatus.UNLOADING
+                seat.worker.kill("server stopping", expected=True)
         await asyncio.gather(*(s.task for s in self._seats if s.task), return_exceptions=True)
 
     # ---- one seat ----------------------------------------------------------------------------
