@@ -40,7 +40,7 @@ from .errors import PredictionException, is_out_of_memory, last_traceback_line
 from .explain import integrated_gradients
 from .labels import MAPPING_FILE, load_label_mapping
 from .pipeline import ShapeEvidence, per_group, per_group_async
-from .request_tensors import RequestTensors
+from .request_tensors import RequestTensors, dtype_named, phase_slots
 from .runtimes import (
     DeviceFeeder,
     LoadedModel,
@@ -62,15 +62,6 @@ T = TypeVar("T")
 #: torchwick does not write them, so it is always False.
 PROFILER_AVAILABLE = False
 _ASYNC_STEPS = ("preprocess", "inference", "postprocess", "explain_handle", "describe_handle")
-
-
-def _dtype(name: Any) -> torch.dtype | None:
-    if name is None:
-        return None
-    found = getattr(torch, str(name), None)
-    if not isinstance(found, torch.dtype):
-        raise RuntimeError(f"handler.input_dtype {name!r} is not a torch dtype name")
-    return found
 
 
 class BaseHandler(RequestTensors):
@@ -127,7 +118,7 @@ class BaseHandler(RequestTensors):
             if isinstance(shape, list)
             else self.loaded.sample_shape
         )
-        self.input_dtype = _dtype(self.handler_config.get("input_dtype")) or (
+        self.input_dtype = dtype_named(self.handler_config.get("input_dtype")) or (
             self.loaded.input_dtype
         )
         self.mapping = load_label_mapping(model_dir / MAPPING_FILE)
@@ -252,7 +243,7 @@ class BaseHandler(RequestTensors):
         self._rejected = {}
         self._accepted = list(range(len(data)))
         # Phase times for the server's histograms (sent in the answer frame, never logged).
-        phases = _phase_slots(context)
+        phases = phase_slots(context)
         pre = resolve(self.preprocess(data))
         phases[0] = time.perf_counter() - started
         if not self._accepted:
@@ -285,7 +276,7 @@ class BaseHandler(RequestTensors):
             return [await _awaited(self.describe_handle())]
         self._rejected = {}
         self._accepted = list(range(len(data)))
-        phases = _phase_slots(context)
+        phases = phase_slots(context)
         pre = await _awaited(self.preprocess(data))
         phases[0] = time.perf_counter() - started
         if not self._accepted:
@@ -398,12 +389,3 @@ async def _awaited(value: Any) -> Any:
     if inspect.isawaitable(value):
         return await value
     return value
-
-
-def _phase_slots(context: Any) -> list[float]:
-    """The context's ``phase_seconds`` reset for this batch; a throwaway list for a context
-    built by hand without it (TorchServe-style unit tests)."""
-    slots = [-1.0, -1.0, -1.0]
-    if isinstance(context, Context):
-        context.phase_seconds = slots
-    return slots

@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 
+from .context import Context
 from .errors import InvalidInput, PredictionException
 from .pipeline import ShapeGroups
 
@@ -171,3 +172,22 @@ def _float32_tensor(value: Any) -> torch.Tensor | None:
     if array.dtype.kind not in "fiub":
         return None
     return torch.from_numpy(array.astype(np.float32, copy=False))
+
+
+def dtype_named(name: Any) -> torch.dtype | None:
+    """The torch dtype called ``name`` (``handler.input_dtype``); ``None`` for none."""
+    if name is None:
+        return None
+    found = getattr(torch, str(name), None)
+    if not isinstance(found, torch.dtype):
+        raise RuntimeError(f"handler.input_dtype {name!r} is not a torch dtype name")
+    return found
+
+
+def phase_slots(context: Any) -> list[float]:
+    """The context's ``phase_seconds`` reset for this batch; a throwaway list for a context
+    built by hand without it (TorchServe-style unit tests)."""
+    slots = [-1.0, -1.0, -1.0]
+    if isinstance(context, Context):
+        context.phase_seconds = slots
+    return slots

@@ -47,6 +47,7 @@ from .codec import UnsupportedOutputError, decode_request, encode_output, error_
 from .compat import install_ts_compat
 from .context import Context
 from .envelopes import BaseEnvelope, Parsed, envelope_class
+from .envelopes.formatter import EnvelopeFormatter
 from .errors import (
     HandlerLoadError,
     PredictionException,
@@ -240,7 +241,7 @@ class ModelService:
         if accepted:
             items = [item for _, parsed, _ in accepted for item in parsed.items]
             ids = [rid for rid, _, _ in accepted]
-            formatter = _EnvelopeFormatter(envelope, [p for _, p, _ in accepted], self.context)
+            formatter = EnvelopeFormatter(envelope, [p for _, p, _ in accepted], self.context)
             responses = self._run(ids, items, [h for _, _, h in accepted], formatter)
             answers.update((r.request_id, r) for r in responses)
         return [answers[r.request_id] for r in batch]
@@ -250,7 +251,7 @@ class ModelService:
         ids: list[str],
         rows: list[Any],
         headers: list[dict[str, Any]],
-        formatter: _EnvelopeFormatter | None = None,
+        formatter: EnvelopeFormatter | None = None,
         call: Callable[[], Any] | None = None,
     ) -> list[PredictResponse]:
         # ``call`` (a staged batch's second stage) replaces the handler's ``handle``.
@@ -314,7 +315,7 @@ class ModelService:
         return [error_response(i, 500, msg, "InternalServerException") for i in ids]
 
     def _enveloped_responses(
-        self, ids: list[str], count: int, output: Any, formatter: _EnvelopeFormatter
+        self, ids: list[str], count: int, output: Any, formatter: EnvelopeFormatter
     ) -> list[PredictResponse]:
         failed = self._shape_error(ids, output, count)
         if failed is not None:
@@ -367,39 +368,3 @@ def _cap_gpu_memory(spec: LoadSpec) -> None:
 
         if apply_memory_fraction(spec.gpu_id, fraction):
             logger.info("GPU %d memory capped at %.3f of the device", spec.gpu_id, fraction)
-
-
-class _EnvelopeFormatter:
-    """Splits the handler's results back per request and wraps each request's share.
-
-    A share holding a ``PredictionException`` (a rejected item) answers with that error; a
-    share the envelope cannot wrap answers 500 naming why.
-    """
-
-    def __init__(self, envelope: BaseEnvelope, parsed: list[Parsed], context: Context) -> None:
-        self.envelope = envelope
-        self.parsed = parsed
-        self.context = context
-
-    def answers(self, output: list[Any]) -> list[Any]:
-        answers: list[Any] = []
-        cursor = 0
-        for parsed in self.parsed:
-            share = output[cursor : cursor + len(parsed.items)]
-            cursor += len(parsed.items)
-            rejected = next((x for x in share if isinstance(x, PredictionException)), None)
-            if rejected is not None:
-                answers.append(rejected)
-                continue
-            try:
-                answers.append(self.envelope.format_request(parsed, share, self.context))
-            except (TypeError, ValueError, RuntimeError) as exc:
-                logger.error("the %s envelope cannot wrap a result: %s", self.envelope.name, exc)
-                answers.append(
-                    PredictionException(
-                        f"service envelope {self.envelope.name!r} cannot wrap the handler's "
-                        f"result: {last_traceback_line(exc)}",
-                        500,
-                    )
-                )
-        return answers

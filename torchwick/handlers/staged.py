@@ -29,10 +29,11 @@ from typing import Any
 import torch
 
 from .aio import is_async_callable, resolve
-from .base_handler import BaseHandler, _phase_slots
+from .base_handler import BaseHandler
 from .context import Context
 from .errors import PredictionException
 from .pipeline import per_group
+from .request_tensors import phase_slots
 from .runtimes import Prefetched
 
 _STEPS = ("handle", "preprocess", "inference", "postprocess", "_model_input")
@@ -84,7 +85,7 @@ def stage_finish(handler: BaseHandler, staged: StagedBatch, context: Context) ->
     """``inference`` and ``postprocess`` of a staged batch; one item per request."""
     started = time.perf_counter()
     handler.context = context
-    phases = _phase_slots(context)
+    phases = phase_slots(context)
     phases[0] = staged.seconds
     pre = staged.pre
     if isinstance(pre, Prefetched) and handler.feeder is not None:

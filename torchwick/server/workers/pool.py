@@ -35,7 +35,8 @@ from .backoff import Backoff, BackoffPolicy
 from .config import WorkerInfo, WorkerStatus
 from .leasing import IdleWorkers
 from .pool_batches import PoolBatches
-from .process import LoadFailedError, WorkerProcess
+from .process import WorkerProcess
+from .process_facts import LoadFailedError
 from .slots import SlotProvider
 
 logger = logging.getLogger(__name__)

@@ -43,6 +43,7 @@ from .channel import IntermediateHandler, MetricsHandler, WorkerChannel
 from .config import WorkerInfo, WorkerStatus
 from .ipc import Kind, encode_load, encode_shutdown
 from .model_log import ModelLog, StreamLabel
+from .process_facts import LoadFailedError, describe_exit, resident_bytes
 from .shm_lane import ShmSettings
 
 #: Receives the worker's ``BatchTimings`` of one batch and its round trip in seconds.
@@ -50,34 +51,14 @@ TimingsHandler = Callable[[BatchTimings, float], None]
 
 logger = logging.getLogger(__name__)
 
-_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 #: Time the log pumps get to drain after the process exited (a grandchild may hold the pipes).
 _PUMP_DRAIN_S = 1.0
-
-
-class LoadFailedError(Exception):
-    """A worker could not start or load its model; ``status`` is 507 for out-of-memory."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 class _Refuse(asyncio.Protocol):
     # Only the first connection to a worker's socket is the worker; anything after is dropped.
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport.close()
-
-
-def describe_exit(returncode: int) -> str:
-    """``exited with code 1`` or ``killed by SIGKILL``."""
-    if returncode < 0:
-        try:
-            return f"killed by {signal.Signals(-returncode).name}"
-        except ValueError:
-            return f"killed by signal {-returncode}"
-    return f"exited with code {returncode}"
 
 
 class WorkerProcess:
@@ -403,11 +384,7 @@ class WorkerProcess:
         """Resident set size from ``/proc/<pid>/statm``; 0 when not running or unknown."""
         if self.pid is None or self.exited.done():
             return 0
-        try:
-            with open(f"/proc/{self.pid}/statm", "rb") as statm:
-                return int(statm.read().split()[1]) * _PAGE_SIZE
-        except (OSError, ValueError, IndexError):
-            return 0
+        return resident_bytes(self.pid)
 
     def info(self, gpu_id: int | None) -> WorkerInfo:
         """This worker as one describe row."""

@@ -31,7 +31,8 @@ from typing import Any
 
 from .backoff import Backoff, BackoffPolicy
 from .config import WorkerStatus
-from .process import LoadFailedError, WorkerProcess
+from .process import WorkerProcess
+from .process_facts import LoadFailedError
 
 logger = logging.getLogger(__name__)
 

@@ -34,8 +34,10 @@ its core instead of burning it.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import logging
+import os
 import time
 from collections.abc import Callable, Mapping
 from typing import TypeVar
@@ -234,3 +236,27 @@ class AdaptiveThreads:
         self._elapsed.reset()
         self._waiting.reset()
         self._per_sample.reset()
+
+
+def apply_thread_budget(threads: int) -> None:
+    """Size OpenMP, MKL and torch to ``threads`` (the LOAD frame's budget).
+
+    The variables take effect only if set before OpenMP/MKL initialise, i.e. before torch is
+    first imported in this process, which is why this runs at LOAD, ahead of any handler code;
+    they are also inherited by processes the handler starts.
+    """
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    os.environ["MKL_NUM_THREADS"] = str(threads)
+    import torch
+
+    torch.set_num_threads(threads)
+    # Only possible before any inter-op work has started; a fresh process has done none.
+    with contextlib.suppress(RuntimeError):
+        torch.set_num_interop_threads(threads)
+
+
+def set_intra_op_threads(threads: int) -> None:
+    """Change torch's intra-op threads (used by ``AdaptiveThreads``)."""
+    import torch
+
+    torch.set_num_threads(threads)

@@ -30,7 +30,6 @@ the frontend process dies.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import os
 import signal
@@ -74,7 +73,12 @@ from .sanitize import checked_metrics, checked_responses
 from .sanitize import error_response as _error
 from .shm import ShmMapping
 from .stream import BlockingFrameSocket
-from .threads import AdaptiveThreads, omp_wait_environment
+from .threads import (
+    AdaptiveThreads,
+    apply_thread_budget,
+    omp_wait_environment,
+    set_intra_op_threads,
+)
 from .warm import warm_up
 
 logger = logging.getLogger("torchwick.server.workers.worker")
@@ -319,30 +323,6 @@ def _replace_final(r: PredictResponse) -> PredictResponse:
     return PredictResponse(
         r.request_id, r.status, r.reason, r.content_type, r.headers, r.body, False
     )
-
-
-def apply_thread_budget(threads: int) -> None:
-    """Size OpenMP, MKL and torch to ``threads`` (the LOAD frame's budget).
-
-    The variables take effect only if set before OpenMP/MKL initialise, i.e. before torch is
-    first imported in this process, which is why this runs at LOAD, ahead of any handler code;
-    they are also inherited by processes the handler starts.
-    """
-    os.environ["OMP_NUM_THREADS"] = str(threads)
-    os.environ["MKL_NUM_THREADS"] = str(threads)
-    import torch
-
-    torch.set_num_threads(threads)
-    # Only possible before any inter-op work has started; a fresh process has done none.
-    with contextlib.suppress(RuntimeError):
-        torch.set_num_interop_threads(threads)
-
-
-def set_intra_op_threads(threads: int) -> None:
-    """Change torch's intra-op threads (used by ``AdaptiveThreads``)."""
-    import torch
-
-    torch.set_num_threads(threads)
 
 
 def _die_with_parent() -> None:

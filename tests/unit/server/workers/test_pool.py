@@ -24,7 +24,7 @@ from torchwick.server.workers import (
     WorkerStatus,
     WorkerSupervisor,
 )
-from torchwick.server.workers.process import LoadFailedError
+from torchwick.server.workers.process_facts import LoadFailedError
 
 
 class FakeWorker:
