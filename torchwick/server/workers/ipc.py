@@ -19,7 +19,7 @@ they return, so the buffers they read may be reused afterwards.
 from __future__ import annotations
 
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import fields
 from enum import IntEnum
 from typing import Any, Final
@@ -306,10 +306,21 @@ def _timings(value: object) -> BatchTimings | None:
 _TIMING_FIELDS: Final = tuple(f.name for f in fields(BatchTimings))
 
 
+#: The reason of a response whose shared-memory body descriptor could not be honoured.
+BAD_ANSWER: Final = "Worker answered with an invalid shared-memory descriptor"
+
+#: ``(batch_id, at, size) -> body``, or ``None`` when the descriptor cannot be honoured.
+SharedBodyReader = Callable[[int, Any, int], bytes | None]
+
+
 def decode_answer(
-    header: Buffer, payload: Buffer
+    header: Buffer, payload: Buffer, read_shared: SharedBodyReader | None = None
 ) -> tuple[int, list[PredictResponse], BatchTimings | None]:
-    """``(batch_id, responses, timings)``; ``timings`` is None when the frame has none."""
+    """``(batch_id, responses, timings)``; ``timings`` is None when the frame has none.
+
+    An entry with an eighth field has its body in shared memory at that place: it is read
+    with ``read_shared`` (``shm_frames``); without a reader, or when the reader cannot
+    honour it, that response alone becomes a 500 (``BAD_ANSWER``)."""
     timings = None
     try:
         head = _unpack(header)
@@ -319,7 +330,8 @@ def decode_answer(
         batch_id, items = head
         responses = []
         offset = 0
-        for request_id, status, reason, content_type, headers, size, final in items:
+        for item in items:
+            request_id, status, reason, content_type, headers, size, final = item[:7]
             if (
                 type(request_id) is not str
                 or type(status) is not int
@@ -328,10 +340,18 @@ def decode_answer(
                 or (headers and not _is_header_pairs(headers))
                 or type(size) is not int
                 or size < 0
+                or len(item) > 8
             ):
                 raise ProtocolError("malformed response entry")
-            body = _take(payload, offset, size)
-            offset += size
+            if len(item) == 7:
+                body = _take(payload, offset, size)
+                offset += size
+            else:
+                shared = read_shared(batch_id, item[7], size) if read_shared else None
+                if shared is None:
+                    responses.append(PredictResponse(request_id, 500, BAD_ANSWER))
+                    continue
+                body = shared
             responses.append(
                 PredictResponse(
                     request_id, status, reason, content_type, headers, body, final is True

@@ -32,15 +32,14 @@ from torchwick.handlers.messages import (
     PredictResponse,
 )
 
+from . import ipc
 from .ipc import (
     Buffer,
     Buffers,
     Kind,
     ProtocolError,
     _frame,
-    _is_header_pairs,
     _take,
-    _timings,
     _unpack,
     encode_responses,
 )
@@ -244,62 +243,20 @@ def encode_answer(
 
 # ---- frontend: answers ------------------------------------------------------------------------
 
-#: The reason of a response whose body descriptor the frontend could not honour.
-BAD_ANSWER = "Worker answered with an invalid shared-memory descriptor"
-
 
 def decode_answer(
     header: Buffer, payload: Buffer, lane: ShmLane | None
 ) -> tuple[int, list[PredictResponse], BatchTimings | None]:
-    """``(batch_id, responses, timings)`` of an answer frame; bodies in shared memory are
-    copied out of ``lane`` (a descriptor outside the batch's answer region turns that response
-    into a 500: the worker is broken, the other answers stand)."""
-    timings = None
-    try:
-        head = _unpack(header)
-        if type(head) is tuple and len(head) == 3:
-            timings = _timings(head[2])
-            head = head[:2]
-        batch_id, items = head
-        responses = []
-        offset = 0
-        for item in items:
-            request_id, status, reason, content_type, headers, size, final = item[:7]
-            if (
-                type(request_id) is not str
-                or type(status) is not int
-                or type(reason) is not str
-                or (content_type is not None and type(content_type) is not str)
-                or (headers and not _is_header_pairs(headers))
-                or type(size) is not int
-                or size < 0
-                or len(item) > 8
-            ):
-                raise ProtocolError("malformed response entry")
-            if len(item) == 7:
-                body = _take(payload, offset, size)
-                offset += size
-            else:
-                at = item[7]
-                copied = (
-                    lane.read_body(batch_id, at, size)
-                    if lane is not None and type(at) is int
-                    else None
-                )
-                if copied is None:
-                    responses.append(PredictResponse(request_id, 500, BAD_ANSWER))
-                    continue
-                body = copied
-            responses.append(
-                PredictResponse(
-                    request_id, status, reason, content_type, headers, body, final is True
-                )
-            )
-    except (TypeError, ValueError) as exc:
-        raise ProtocolError(f"malformed response frame: {exc}") from exc
-    if type(batch_id) is not int or offset != len(payload):
-        raise ProtocolError("response frame lengths do not add up to its payload")
-    return batch_id, responses, timings
+    """``(batch_id, responses, timings)`` of an answer frame (``ipc.decode_answer``); bodies
+    in shared memory are copied out of ``lane`` (a descriptor outside the batch's answer
+    region turns that response into a 500: the worker is broken, the other answers stand)."""
+
+    def read_shared(batch_id: int, at: object, size: int) -> bytes | None:
+        if lane is None or type(at) is not int:
+            return None
+        return lane.read_body(batch_id, at, size)
+
+    return ipc.decode_answer(header, payload, read_shared)
 
 
 # ---- attach -----------------------------------------------------------------------------------

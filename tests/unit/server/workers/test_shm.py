@@ -11,7 +11,7 @@ import pytest
 
 from torchwick.handlers.messages import InputParameter, PredictRequest, PredictResponse
 from torchwick.server.workers import ipc
-from torchwick.server.workers.ipc import Kind, ProtocolError
+from torchwick.server.workers.ipc import BAD_ANSWER, Kind, ProtocolError
 from torchwick.server.workers.shm import (
     STAMP_SIZE,
     ShmArena,
@@ -21,7 +21,6 @@ from torchwick.server.workers.shm import (
     ShmTooSmall,
 )
 from torchwick.server.workers.shm_frames import (
-    BAD_ANSWER,
     AnswerRegion,
     attach,
     decode_answer,
